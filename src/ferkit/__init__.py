@@ -1,0 +1,8 @@
+"""ferkit: facial expression recognition — detect, align, classify, train, evaluate, explain."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("ferkit")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0"

@@ -1,0 +1,214 @@
+"""Dataset readers: class-per-folder trees, the FER2013 csv, FER+ vote folders and manifest csv files.
+
+Each reader lists :class:`Entry` records (label by name, split by FER2013 usage); :func:`open_dataset` picks the
+reader from what is at the path, so every command accepts any of the four layouts.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ferkit.data.samples import SPLITS, Entry, canonical_split
+from ferkit.io import is_image_path
+from ferkit.labels import FER2013_7, FERPLUS_8, try_canonical
+
+_FER_NAME = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
+
+FERPLUS_FOLDERS = {"FER2013Train": "Training", "FER2013Valid": "PublicTest", "FER2013Test": "PrivateTest"}
+FERPLUS_COLUMNS = FERPLUS_8 + ("unknown", "NF")
+"""Vote columns of FER+ label.csv (after image name and face box), canonical emotion names first."""
+
+FERPLUS_LABEL_MODES = ("majority", "plurality", "soft")
+
+
+class DatasetError(ValueError):
+    """A path that is not a dataset ferkit can read, with the reason."""
+
+
+@dataclass
+class Dataset:
+    """Entries of one dataset plus what the reader had to leave out (non-image files, excluded FER+ rows)."""
+
+    root: str
+    kind: str
+    entries: list[Entry]
+    ignored: dict[str, int]
+
+    def split(self, name: str | None) -> list[Entry]:
+        """Entries of one split ('PrivateTest', 'test', ...), or all entries for None."""
+        if name is None:
+            return list(self.entries)
+        wanted = canonical_split(name)
+        return [e for e in self.entries if e.split == wanted]
+
+    @property
+    def splits(self) -> list[str]:
+        present = {e.split for e in self.entries}
+        return [s for s in (*SPLITS, None) if s in present]
+
+
+def _split_from_name(filename: str) -> str | None:
+    m = _FER_NAME.match(filename)
+    return canonical_split(m.group(1)) if m else None
+
+
+def _split_from_folder(parts: tuple[str, ...]) -> str | None:
+    for part in parts:
+        try:
+            return canonical_split(part)
+        except ValueError:
+            continue
+    return None
+
+
+def read_folder_tree(root: str | os.PathLike) -> Dataset:
+    """A class-per-folder tree of any depth: the label is the nearest folder named after an emotion.
+
+    The split comes from FER2013 file names (Training_/PublicTest_/PrivateTest_) when they carry it, else from a
+    folder named train/val/test above the class folder. Files without an image extension are counted as ignored.
+    """
+    root = Path(root)
+    entries: list[Entry] = []
+    ignored = {"not an image extension": 0, "no emotion folder": 0}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        rel = Path(dirpath).relative_to(root).parts
+        label = next((lab for lab in map(try_canonical, reversed(rel)) if lab is not None), None)
+        folder_split = _split_from_folder(rel)
+        for fn in sorted(filenames):
+            if not is_image_path(fn):
+                ignored["not an image extension"] += 1
+                continue
+            if label is None:
+                ignored["no emotion folder"] += 1
+                continue
+            split = _split_from_name(fn) or folder_split
+            entries.append(Entry(str(Path(dirpath) / fn), label, split))
+    if not entries:
+        raise DatasetError(f"{root}: no images in class folders (expected e.g. {root}/happy/*.jpg)")
+    return Dataset(str(root), "folders", entries, {k: v for k, v in ignored.items() if v})
+
+
+def read_fer2013_csv(path: str | os.PathLike) -> Dataset:
+    """The original fer2013.csv: columns emotion (0-6, FER2013 order), pixels (2304 space-separated), Usage."""
+    entries: list[Entry] = []
+    ignored = {"bad pixel row": 0}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
+        if missing:
+            raise DatasetError(f"{path}: not a FER2013 csv (missing columns {sorted(missing)})")
+        for i, row in enumerate(reader, start=2):
+            try:
+                pixels = np.array(row["pixels"].split(), dtype=np.uint8)
+                side = int(round(len(pixels) ** 0.5))
+                if side * side != len(pixels) or side == 0:
+                    raise ValueError
+                label = FER2013_7[int(row["emotion"])]
+            except (ValueError, IndexError):
+                ignored["bad pixel row"] += 1
+                continue
+            usage = row.get("Usage")
+            entries.append(Entry(f"{path}:{i}", label, canonical_split(usage) if usage else None,
+                                 pixels=pixels.reshape(side, side)))
+    return Dataset(str(path), "fer2013-csv", entries, {k: v for k, v in ignored.items() if v})
+
+
+def ferplus_label(votes: dict[str, float], mode: str) -> str | None:
+    """The label one FER+ image gets under a protocol.
+
+    - ``majority``: the emotion with more than half of the valid (emotion) votes, else None (excluded);
+    - ``plurality``: the column with most votes over all ten (first on ties); None when that is unknown or NF;
+    - ``soft``: the plurality emotion over the eight emotion columns (the distribution itself is ``Entry.votes``).
+    """
+    emotion_votes = {k: votes[k] for k in FERPLUS_8}
+    valid = sum(emotion_votes.values())
+    if mode == "majority":
+        best = max(emotion_votes, key=emotion_votes.__getitem__)
+        return best if valid > 0 and emotion_votes[best] > valid / 2 else None
+    if mode == "plurality":
+        best = max(FERPLUS_COLUMNS, key=votes.__getitem__)
+        return best if best in FERPLUS_8 else None
+    if mode == "soft":
+        return max(emotion_votes, key=emotion_votes.__getitem__) if valid > 0 else None
+    raise ValueError(f"FER+ label mode must be one of {FERPLUS_LABEL_MODES}, not {mode!r}")
+
+
+def read_ferplus(root: str | os.PathLike, mode: str = "majority") -> Dataset:
+    """FER+ folders (FER2013Train|Valid|Test, each with label.csv of 10 vote columns beside the PNGs).
+
+    ``Entry.votes`` holds the vote distribution over the eight emotions (sums to 1: a soft label); images that get
+    no label under ``mode`` are left out and counted in ``ignored``.
+    """
+    root = Path(root)
+    folders = [root / name for name in FERPLUS_FOLDERS if (root / name / "label.csv").is_file()]
+    if not folders and (root / "label.csv").is_file():
+        folders = [root]
+    if not folders:
+        raise DatasetError(f"{root}: no FER+ label.csv found")
+    entries: list[Entry] = []
+    ignored: dict[str, int] = {}
+    for folder in folders:
+        split = FERPLUS_FOLDERS.get(folder.name)
+        with open(folder / "label.csv", newline="") as f:
+            for row in csv.reader(f):
+                if len(row) < 2 + len(FERPLUS_COLUMNS):
+                    ignored["malformed label.csv row"] = ignored.get("malformed label.csv row", 0) + 1
+                    continue
+                votes = dict(zip(FERPLUS_COLUMNS, map(float, row[2:2 + len(FERPLUS_COLUMNS)])))
+                label = ferplus_label(votes, mode)
+                if label is None:
+                    reason = f"no {mode} label"
+                    ignored[reason] = ignored.get(reason, 0) + 1
+                    continue
+                valid = sum(votes[k] for k in FERPLUS_8)
+                soft = {k: votes[k] / valid for k in FERPLUS_8}
+                entries.append(Entry(str(folder / row[0]), label, split, votes=soft))
+    return Dataset(str(root), f"ferplus-{mode}", entries, ignored)
+
+
+def read_manifest(path: str | os.PathLike) -> Dataset:
+    """A csv with columns path, label[, split]; relative paths are relative to the csv's folder."""
+    path = Path(path)
+    entries: list[Entry] = []
+    ignored = {"unknown label": 0}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not {"path", "label"} <= set(reader.fieldnames or ()):
+            raise DatasetError(f"{path}: a manifest needs columns path,label[,split]")
+        for row in reader:
+            label = try_canonical(row["label"])
+            if label is None:
+                ignored["unknown label"] += 1
+                continue
+            p = Path(row["path"])
+            p = p if p.is_absolute() else path.parent / p
+            split = canonical_split(row["split"]) if row.get("split") else None
+            entries.append(Entry(str(p), label, split))
+    return Dataset(str(path), "manifest", entries, {k: v for k, v in ignored.items() if v})
+
+
+def open_dataset(path: str | os.PathLike, ferplus_mode: str = "majority") -> Dataset:
+    """Read whatever dataset layout is at ``path`` (FER+ folder, FER2013 csv, manifest csv or class folders)."""
+    p = Path(path)
+    if not p.exists():
+        raise DatasetError(f"{p}: no such file or folder")
+    if p.is_dir():
+        if (p / "label.csv").is_file() or any((p / name / "label.csv").is_file() for name in FERPLUS_FOLDERS):
+            return read_ferplus(p, ferplus_mode)
+        return read_folder_tree(p)
+    if p.suffix.lower() == ".csv":
+        with open(p, newline="") as f:
+            header = next(csv.reader(f), [])
+        if "pixels" in header:
+            return read_fer2013_csv(p)
+        if "path" in header:
+            return read_manifest(p)
+        raise DatasetError(f"{p}: csv is neither FER2013 (emotion,pixels,Usage) nor a manifest (path,label)")
+    raise DatasetError(f"{p}: expected a folder or a .csv file")

@@ -1,0 +1,1 @@
+"""Training engine: YAML recipes, batched augmentation, exact resume, export to model packages."""

@@ -1,0 +1,281 @@
+"""The training loop: one recipe -> one run folder, checkpointed every epoch, resumable exactly after a kill.
+
+Exactness: all randomness of epoch k (shuffle, augmentation, dropout) is seeded from (seed, k), and the checkpoint
+written at the end of each epoch holds everything else (weights, BN statistics, optimiser, scheduler, history). A
+run killed mid-epoch restarts that epoch from the last checkpoint and follows the same path as an unkilled run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from ferkit.labels import space
+from ferkit.models.registry import build_model
+from ferkit.train.augment import augment_batch, mix_batch
+from ferkit.train.config import TrainConfig
+from ferkit.train.optim import build_optimizer, build_scheduler
+from ferkit.train.tensors import TensorSet, load_tensors
+
+NORM_MEAN = 0.5
+NORM_STD = 0.5
+"""Inputs in [0, 1] are normalised to [-1, 1]; export writes these into the model card."""
+
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "seconds"]
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def last_weights(self) -> Path:
+        return self.root / "last.safetensors"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.root / "best.safetensors"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "train_state.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def normalise(x_uint8: torch.Tensor) -> torch.Tensor:
+    return (x_uint8.float() / 255.0 - NORM_MEAN) / NORM_STD
+
+
+def _autocast(precision: str, device: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return torch.autocast(device_type=device, enabled=False)
+    raise ValueError(f"precision must be bf16 or fp32, not {precision!r}")
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512, precision: str = "bf16",
+                   device: str = "cpu") -> torch.Tensor:
+    """Logits (fp32) for uint8 images (N, C, H, W), in eval mode."""
+    model.eval()
+    out = []
+    for i in range(0, images.shape[0], batch_size):
+        with _autocast(precision, device):
+            out.append(model(normalise(images[i:i + batch_size]).to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def build_from_config(cfg: TrainConfig) -> torch.nn.Module:
+    labels = space(cfg.data.labels)
+    return build_model(cfg.model.arch, num_classes=len(labels), in_chans=cfg.data.channels,
+                       input_size=cfg.data.size, **cfg.model.args)
+
+
+def _load_split(cfg: TrainConfig, which: str) -> TensorSet:
+    sources = [(s.path, s.split) for s in getattr(cfg.data, which)]
+    return load_tensors(sources, space(cfg.data.labels), cfg.data.size, cfg.data.channels, cfg.data.ferplus_mode)
+
+
+def _class_weight_tensor(cfg: TrainConfig, train: TensorSet) -> torch.Tensor | None:
+    if not cfg.loss.class_weights:
+        return None
+    from ferkit.data.weights import class_weights
+
+    counts = torch.bincount(train.targets, minlength=len(train.labels)).tolist()
+    w = class_weights(dict(zip(train.labels, counts)), cfg.loss.class_weights)
+    return torch.tensor([w[lab] for lab in train.labels], dtype=torch.float32)
+
+
+def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                        smoothing: float) -> torch.Tensor:
+    """Cross-entropy against soft targets (one-hot, mixed or FER+ votes), with class weights and label smoothing."""
+    n_classes = logits.shape[1]
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / n_classes
+    logp = F.log_softmax(logits.float(), dim=1)
+    per_sample = -(target * logp).sum(1)
+    if weight is None:
+        return per_sample.mean()
+    w = (target * weight).sum(1)
+    return (per_sample * w).sum() / w.sum()
+
+
+def _forward_train(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+    """Logits plus any auxiliary loss the model adds in training (e.g. the autoencoder's lambda * MSE).
+
+    Models with a training-only objective define ``forward_with_aux(x) -> (logits, aux_loss)``; plain
+    ``forward`` stays logits-only so export and inference never see the auxiliary branch.
+    """
+    if hasattr(model, "forward_with_aux"):
+        return model.forward_with_aux(x)
+    return model(x), 0.0
+
+
+def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str = "cpu",
+        progress: bool = True, stop_after_epochs: int | None = None) -> dict:
+    """Train ``cfg`` into ``run_dir``; returns the final summary. ``stop_after_epochs`` is for tests of resume."""
+    paths = RunPaths(Path(run_dir))
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if not resume and paths.state.exists():
+        raise FileExistsError(f"{paths.root} already holds a run; pass --resume to continue it or choose --out")
+    recipe_text = yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)
+    if resume and paths.recipe.exists() and paths.recipe.read_text() != recipe_text:
+        raise ValueError(f"{paths.recipe} differs from the recipe given; resume needs the same recipe")
+    _atomic(paths.recipe, lambda p: p.write_text(recipe_text))
+
+    torch.manual_seed(cfg.seed)
+    model = build_from_config(cfg).to(device)
+    train = _load_split(cfg, "train")
+    val = _load_split(cfg, "val")
+    labels = train.labels
+    for problem in train.problems + val.problems:
+        tqdm.write(f"skipped {problem.reason}")
+    opt = build_optimizer(model.parameters(), cfg.optim)
+    steps = math.ceil(len(train) / cfg.batch_size)
+    sched, sched_when = build_scheduler(opt, cfg.schedule, cfg.epochs, steps, cfg.optim.lr)
+    weight = _class_weight_tensor(cfg, train)
+    history: list[dict] = []
+    start_epoch, best, since_best = 0, -math.inf, 0
+
+    if resume and paths.state.exists():
+        state = torch.load(paths.state, weights_only=True)
+        model.load_state_dict(load_file(paths.last_weights))
+        opt.load_state_dict(state["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(state["scheduler"])
+        start_epoch, best, since_best, history = state["epoch"], state["best"], state["since_best"], state["history"]
+        tqdm.write(f"resuming {paths.root} after epoch {start_epoch}")
+
+    targets_onehot = F.one_hot(train.targets, len(labels)).float()
+    train_targets = train.soft if (cfg.data.soft_labels and train.soft is not None) else targets_onehot
+    use_sam = hasattr(opt, "base_optimizer")
+    for epoch in range(start_epoch, cfg.epochs):
+        if stop_after_epochs is not None and epoch >= stop_after_epochs:
+            break
+        t0 = time.time()
+        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        model.train()
+        order = torch.randperm(len(train), generator=g)
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
+                   mininterval=0.5 if sys.stderr.isatty() else 60)
+        for b in bar:
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x = augment_batch(train.images[idx].float() / 255.0, cfg.augment, g)
+            x = (x - NORM_MEAN) / NORM_STD
+            y = train_targets[idx]
+            x, y = mix_batch(x, y, cfg.augment, g)
+            x, y = x.to(device), y.to(device)
+
+            def closure() -> torch.Tensor:
+                with _autocast(cfg.precision, device):
+                    out, aux = _forward_train(model, x)
+                loss = _soft_cross_entropy(out, y, weight, cfg.loss.label_smoothing) + aux
+                loss.backward()
+                closure.logits = out  # type: ignore[attr-defined]
+                return loss
+
+            opt.zero_grad(set_to_none=True)
+            loss = closure()
+            logits = closure.logits  # type: ignore[attr-defined]
+            if use_sam:
+                opt.step(closure)
+            else:
+                opt.step()
+            if sched is not None and sched_when == "step":
+                sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+            correct += int((logits.argmax(1).cpu() == train.targets[idx]).sum())
+            seen += len(idx)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        bar.close()
+
+        val_logits = predict_logits(model, val.images, cfg.eval_batch_size, cfg.precision, device)
+        val_loss = float(F.cross_entropy(val_logits, val.targets))
+        val_pred = val_logits.argmax(1)
+        from sklearn.metrics import f1_score
+
+        row = {
+            "epoch": epoch + 1,
+            "lr": opt.param_groups[0]["lr"],
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "val_loss": val_loss,
+            "val_accuracy": float((val_pred == val.targets).float().mean()),
+            "val_macro_f1": float(f1_score(val.targets, val_pred, average="macro", labels=range(len(labels)))),
+            "seconds": time.time() - t0,
+        }
+        history.append(row)
+        if sched is not None and sched_when == "metric":
+            sched.step(row[f"val_{cfg.monitor}"])
+        score = row[f"val_{cfg.monitor}"]
+        improved = score > best
+        if improved:
+            best, since_best = score, 0
+        else:
+            since_best += 1
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        _atomic(paths.last_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch + 1)}))
+        if improved:
+            _atomic(paths.best_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch + 1)}))
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else {},
+                 "epoch": epoch + 1, "best": best, "since_best": since_best, "history": history}
+        _atomic(paths.state, lambda p: torch.save(state, p))
+        _write_metrics(paths.metrics, history)
+        tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} train_loss {row['train_loss']:.4f} "
+                   f"train_acc {row['train_accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
+                   f"val_f1 {row['val_macro_f1']:.4f} lr {row['lr']:.2e} {row['seconds']:.0f}s"
+                   + (" *" if improved else ""))
+        if cfg.early_stopping_patience is not None and since_best >= cfg.early_stopping_patience:
+            tqdm.write(f"early stopping: no {cfg.monitor} gain in {since_best} epochs")
+            break
+    return {"run": str(paths.root), "epochs_done": len(history), "best_val": best, "labels": list(labels)}
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    def write(p: Path) -> None:
+        with open(p, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
+            w.writeheader()
+            w.writerows(history)
+    _atomic(path, write)
+
+
+def load_run_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, TrainConfig]:
+    """Rebuild a run's model from its recipe and load its best (or last) weights."""
+    from ferkit.train.config import config_from_dict
+
+    paths = RunPaths(Path(run_dir))
+    cfg = config_from_dict(yaml.safe_load(paths.recipe.read_text()), str(paths.recipe))
+    model = build_from_config(cfg)
+    model.load_state_dict(load_file(paths.best_weights if which == "best" else paths.last_weights))
+    model.eval()
+    return model, cfg
+
