@@ -35,7 +35,7 @@ def _to_uint8(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         hi = arr.max() if arr.size else 0.0
         scale = 255.0 / hi if hi > 255 else 1.0
-        return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
+        return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), mode="L")
     return img
 
 

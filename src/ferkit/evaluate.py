@@ -1,0 +1,179 @@
+"""Honest evaluation: metrics by label name, cross-dataset skipping, groupings, confusion matrices.
+
+All metric arithmetic is scikit-learn's; this module only decides *which* samples and labels are compared, and that
+decision is reported in ``skipped`` so a number never hides what it left out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from ferkit.labels import Grouping, grouping as get_grouping
+
+
+def _grouped_probs(probs: np.ndarray, model_labels: Sequence[str], target: Grouping) -> np.ndarray:
+    """Sum model probabilities into the grouping's labels (columns of dropped labels are removed, rows renormalised)."""
+    out = np.zeros((probs.shape[0], len(target.labels)), dtype=np.float64)
+    index = {lab: i for i, lab in enumerate(target.labels)}
+    for j, lab in enumerate(model_labels):
+        t = target.target_of(lab)
+        if t is not None:
+            out[:, index[t]] += probs[:, j]
+    sums = out.sum(axis=1, keepdims=True)
+    return np.divide(out, sums, out=np.full_like(out, 1.0 / out.shape[1]), where=sums > 0)
+
+
+def metrics_report(true_labels: Sequence[str], probs: np.ndarray, model_labels: Sequence[str],
+                   grouping: str | None = None, skipped: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metrics for predictions ``probs`` (N, len(model_labels)) against true label names.
+
+    Samples whose true label the model cannot output (e.g. contempt for a 7-class model) are skipped and counted.
+    With ``grouping`` ('6', '3', ...) both truths and predictions are first mapped into that space.
+    """
+    skipped = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (skipped or {}).items()}
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = list(model_labels)
+    truths = list(true_labels)
+    if grouping is not None:
+        g = get_grouping(grouping)
+        probs = _grouped_probs(probs, labels, g)
+        mapped = [g.target_of(t) for t in truths]
+        dropped = Counter(t for t, m in zip(truths, mapped) if m is None)
+        keep = [m is not None for m in mapped]
+        truths = [m for m in mapped if m is not None]
+        probs = probs[keep]
+        labels = [lab for lab in g.labels if any(g.target_of(m) == lab for m in model_labels)]
+        probs = probs[:, [g.labels.index(lab) for lab in labels]]
+        if dropped:
+            skipped["not_in_grouping"] = dict(dropped)
+    known = set(labels)
+    missing = Counter(t for t in truths if t not in known)
+    if missing:
+        skipped["label_not_in_model"] = dict(missing)
+    keep = np.array([t in known for t in truths], dtype=bool)
+    probs = probs[keep] if len(truths) else probs
+    truths = [t for t in truths if t in known]
+    if not truths:
+        raise ValueError("no samples left to evaluate (none of the data's labels is one the model outputs)")
+    index = {lab: i for i, lab in enumerate(labels)}
+    y_true = np.array([index[t] for t in truths])
+    y_pred = probs.argmax(axis=1)
+    top2 = np.argsort(-probs, axis=1)[:, :2]
+    ids = list(range(len(labels)))
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=ids, zero_division=0)
+    cm = confusion_matrix(y_true, y_pred, labels=ids)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cm_norm = np.nan_to_num(cm / cm.sum(axis=1, keepdims=True))
+    present = [i for i in ids if s[i] > 0]
+    return {
+        "n": len(truths),
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "top2_accuracy": float(np.mean([t in row for t, row in zip(y_true, top2)])),
+        "per_class": {
+            lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+            for i, lab in enumerate(labels)
+        },
+        "confusion": {"labels": labels, "matrix": cm.tolist()},
+        "confusion_normalized": {"labels": labels, "matrix": np.round(cm_norm, 4).tolist()},
+        "skipped": skipped,
+    }
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A plain-text summary: headline metrics, per-class table, what was skipped."""
+    lines = [
+        f"n={report['n']}  accuracy={report['accuracy']:.4f}  macro_f1={report['macro_f1']:.4f}  "
+        f"top2_accuracy={report['top2_accuracy']:.4f}",
+        f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}",
+    ]
+    for lab, m in report["per_class"].items():
+        lines.append(f"{lab:<10} {m['precision']:>9.4f} {m['recall']:>7.4f} {m['f1']:>7.4f} {m['support']:>8d}")
+    if report.get("skipped"):
+        lines.append("skipped: " + json.dumps(report["skipped"], sort_keys=True))
+    return "\n".join(lines)
+
+
+def save_confusion_plots(report: dict[str, Any], out_dir: str | os.PathLike, title: str = "") -> list[Path]:
+    """Raw and row-normalised confusion matrices as PNG (seed 003 shows the normalised one)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for key, fmt, name in (("confusion", "d", "confusion.png"), ("confusion_normalized", ".2f", "confusion_normalized.png")):
+        labels = report[key]["labels"]
+        m = np.array(report[key]["matrix"])
+        fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.7 * len(labels)), dpi=120)
+        im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if fmt != "d" else None)
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        hi = m.max() if m.size else 0
+        for i in range(m.shape[0]):
+            for j in range(m.shape[1]):
+                ax.text(j, i, format(m[i, j], fmt), ha="center", va="center", fontsize=8,
+                        color="white" if m[i, j] > hi / 2 else "black")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title((title + " " if title else "") + ("(row-normalised)" if fmt != "d" else "(counts)"))
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "default", split: str | None = None,
+                     grouping: str | None = None, tta: str = "none", ferplus_mode: str = "majority",
+                     faces: str = "none", progress: bool = False) -> dict[str, Any]:
+    """Run a model package over a dataset and report metrics (the engine behind `ferkit evaluate`)."""
+    from tqdm import tqdm
+
+    from ferkit.data import decode, open_dataset
+    from ferkit.runtime import ModelRuntime
+
+    if faces not in ("none",):
+        raise ValueError(f"--faces {faces}: whole-photo evaluation needs the face pipeline; use --faces none on crops")
+    runtime = ModelRuntime(model, tta=tta)
+    dataset = open_dataset(data, ferplus_mode)
+    entries = dataset.split(split)
+    if not entries:
+        raise ValueError(f"{data}: no entries in split {split!r} (splits present: {dataset.splits})")
+    mode = "gray" if runtime.card.channels == 1 else "rgb"
+    problems: list = []
+    truths: list[str] = []
+    probs: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+
+    def flush() -> None:
+        if batch:
+            probs.append(runtime.predict_proba(batch))
+            batch.clear()
+
+    for sample in tqdm(decode(entries, mode, problems), total=len(entries), disable=not progress, desc="evaluate"):
+        truths.append(sample.label)
+        batch.append(sample.image)
+        if len(batch) >= runtime.batch_size:
+            flush()
+    flush()
+    skipped: dict[str, Any] = dict(dataset.ignored)
+    if problems:
+        skipped["unreadable"] = len(problems)
+    report = metrics_report(truths, np.concatenate(probs) if probs else np.zeros((0, len(runtime.labels))),
+                            runtime.labels, grouping, skipped)
+    report["problems"] = [f"{p.reason}" for p in problems]
+    report.update({"model": str(runtime.folder), "data": str(data), "split": split, "grouping": grouping, "tta": tta})
+    return report

@@ -1,0 +1,162 @@
+"""Face detector registry: ``get_detector(name)`` and the base class every backend follows.
+
+Backends (each imports its library only when constructed, and raises DetectorUnavailable, one line naming the pip
+package, when it is missing):
+
+==============  ==========================================================  ===============================
+name            what                                                        install
+==============  ==========================================================  ===============================
+``dlib``        dlib HOG detector + 5-point shape predictor (eye centres)   ``pip install 'ferkit[faces]'``
+``haar``        OpenCV Haar cascade; eyes from the eye cascade              core (opencv-python-headless<5)
+``mediapipe``   MediaPipe BlazeFace full range (6 keypoints incl. eyes)     ``pip install 'ferkit[mediapipe]'``
+``mediapipe_short``  BlazeFace short range (faces within ~2 m)              ``pip install 'ferkit[mediapipe]'``
+``auto``        the first of AUTO_ORDER that is installed
+==============  ==========================================================  ===============================
+
+AUTO_ORDER comes from ``benchmarks/detectors.py`` on the 26 photos in shared/data/photos (faces found, false positives,
+ms per photo): see that script's output for the numbers behind it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from ferkit.faces.detection import Detection, make_detection
+
+
+class DetectorUnavailable(ImportError, ValueError):
+    """A detector backend whose package is not installed (message: one line saying what to pip install)."""
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Validate a detector input: uint8 HxWx3 RGB (returned as is, made contiguous) or HxW / HxWx1 gray (to RGB)."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array (use ferkit.io.read_image for files), not {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, not {image.dtype} (use ferkit.io.read_image to decode files)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_GRAY2RGB) if image.size else np.zeros(
+            (*image.shape, 3), np.uint8)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return np.ascontiguousarray(image)
+    if image.ndim == 3 and image.shape[2] == 4:
+        raise ValueError("image has 4 channels (RGBA); decode with ferkit.io.read_image, which composites alpha")
+    raise ValueError(f"image must be HxW (gray) or HxWx3 (RGB), not shape {image.shape}")
+
+
+class Detector:
+    """Base class: ``detect(image)`` validates, downscales images whose long side exceeds ``max_side``, calls
+    ``_detect`` on the working copy and maps the results back to original-image pixels.
+
+    Subclasses implement ``_detect(rgb) -> list[(x0, y0, x1, y1, score, landmarks)]`` in working-image pixels
+    (box edges, landmarks at pixel centres).
+    """
+
+    name = "base"
+    max_side: int | None = None
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """All faces in a uint8 RGB (or gray) image, largest first; [] for an image without faces (or empty)."""
+        rgb = as_rgb_uint8(image)
+        h, w = rgb.shape[:2]
+        if h == 0 or w == 0:
+            return []
+        scale = 1.0
+        work = rgb
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            work = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        out = []
+        for x0, y0, x1, y1, score, lms in self._detect(work):
+            det = make_detection(x0, y0, x1, y1, w, h, work.shape[1] / w, score, lms)
+            if det is not None:
+                out.append(det)
+        out.sort(key=lambda d: -d.area)
+        return out
+
+    __call__ = detect
+
+    def _detect(self, rgb: np.ndarray) -> list[tuple[float, float, float, float, float | None, dict]]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_side={self.max_side})"
+
+
+_REGISTRY: dict[str, Callable[..., Detector]] = {}
+
+AUTO_ORDER: tuple[str, ...] = ("dlib", "mediapipe", "haar")
+"""Preference of ``auto``: dlib (most faces found with no false positives and eye landmarks on the benchmark
+photos, ~20-60 ms), then MediaPipe (fastest, but misses the small faces of group photos), then Haar (always installed;
+slowest and the only one with false positives). See benchmarks/detectors.py."""
+
+
+def register_detector(name: str, factory: Callable[..., Detector]) -> None:
+    """Add (or replace) a backend: ``factory(**kwargs)`` must return a Detector or raise DetectorUnavailable."""
+    _REGISTRY[name] = factory
+
+
+def detector_names() -> list[str]:
+    """Every registered backend name (installed or not), plus 'auto'."""
+    _load_builtin()
+    return [*_REGISTRY, "auto"]
+
+
+def available_detectors() -> list[str]:
+    """Backend names whose packages are installed, in AUTO_ORDER first, then the rest."""
+    _load_builtin()
+    names = [n for n in AUTO_ORDER if n in _REGISTRY] + [n for n in _REGISTRY if n not in AUTO_ORDER]
+    ok = []
+    for n in names:
+        try:
+            _REGISTRY[n]()
+        except DetectorUnavailable:
+            continue
+        ok.append(n)
+    return ok
+
+
+def get_detector(name: str | Detector = "auto", **kwargs: Any) -> Detector:
+    """A ready detector by name ('auto', 'dlib', 'haar', 'mediapipe', 'mediapipe_short'); a Detector passes through.
+
+    ``kwargs`` go to the backend (e.g. ``max_side``, ``upsample`` for dlib, ``min_confidence`` for MediaPipe); with
+    'auto' they go to whichever backend is picked, so pass only ``max_side`` there.
+    Raises DetectorUnavailable (one line naming the pip package) when the backend is not installed, ValueError for
+    an unknown name.
+    """
+    if isinstance(name, Detector):
+        return name
+    _load_builtin()
+    key = str(name).lower().replace("-", "_")
+    if key == "auto":
+        errors = []
+        for candidate in AUTO_ORDER:
+            try:
+                return _REGISTRY[candidate](**kwargs)
+            except DetectorUnavailable as exc:
+                errors.append(str(exc))
+        raise DetectorUnavailable("no face detector available: " + "; ".join(errors))
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown face detector {name!r}; choose from {', '.join(detector_names())}")
+    return _REGISTRY[key](**kwargs)
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from ferkit.faces import backend_dlib, backend_haar, backend_mediapipe
+
+    register_detector("dlib", backend_dlib.DlibDetector)
+    register_detector("haar", backend_haar.HaarDetector)
+    register_detector("mediapipe", backend_mediapipe.MediaPipeDetector)
+    register_detector("mediapipe_short", lambda **kw: backend_mediapipe.MediaPipeDetector(model="short", **kw))
