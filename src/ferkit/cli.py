@@ -41,6 +41,51 @@ def _write_json_atomic(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for results.json, faces.csv and annotated/ (a rerun skips finished images).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write all results as JSON ('-' = stdout).")
+@click.option("--csv", "csv_out", type=click.Path(dir_okay=False), help="Write one row per face as CSV.")
+@click.option("--no-annotate", is_flag=True, help="With --out, do not write annotated images.")
+@click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
+@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+@click.option("--min-face", type=int, default=0, show_default=True, help="Ignore faces smaller than this (pixels).")
+@click.option("--max-faces", type=int, help="Keep only the N largest faces per image.")
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True)
+def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_out: str | None, no_annotate: bool,
+            model: str, detector: str, min_face: int, max_faces: int | None, tta: str) -> None:
+    """Find every face in images and folders and classify its emotion."""
+    from ferkit.analyze import analyze_paths, write_csv, write_json
+    from ferkit.recognizer import Recognizer
+
+    recognizer = Recognizer(model, detector, min_face=min_face, max_faces=max_faces, tta=tta)
+    summary = analyze_paths(list(paths), recognizer, out, annotated=not no_annotate,
+                            on_error=lambda msg: click.echo(f"skipped {msg}", err=True))
+    if out is None and not json_out:
+        for r in summary.results:
+            if not r.faces:
+                click.echo(f"{r.source}: no face found")
+            for i, f in enumerate(r.faces):
+                x, y, w, h = f.box
+                top3 = ", ".join(f"{k} {v:.2f}" for k, v in sorted(f.scores.items(), key=lambda kv: -kv[1])[:3])
+                click.echo(f"{r.source}: face {i + 1} at x={x} y={y} w={w} h={h}: {f.emotion} ({f.confidence:.2f}, "
+                           f"{f.group}) [{top3}]")
+    if json_out == "-":
+        import json
+
+        click.echo(json.dumps([r.to_dict() for r in summary.results], indent=1))
+    elif json_out:
+        write_json(Path(json_out), summary.results)
+    if csv_out:
+        write_csv(Path(csv_out), summary.results, recognizer.runtime.labels)
+    done = f", {summary.skipped_done} already done" if summary.skipped_done else ""
+    click.echo(f"{summary.images} images, {summary.faces} faces{done}, {len(summary.failed)} failed"
+               + (f"; results in {out}" if out else ""), err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
 @main.group()
 def data() -> None:
     """Inspect datasets (class folders, FER2013 csv, FER+ folders, manifest csv)."""
@@ -121,6 +166,28 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
     run_dir = Path(out) if out else Path("runs") / cfg.name
     summary = fit(cfg, run_dir, resume=resume, device=device)
     click.echo(f"run {summary['run']}: {summary['epochs_done']} epochs, best val {cfg.monitor} {summary['best_val']:.4f}")
+
+
+@main.command("export")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Package folder to write.")
+@click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
+              help="Checkpoint: best by the validation metric, or the last epoch.")
+@click.option("--name", help="Model name in the card (default: the --out folder name).")
+@click.option("--crop-policy", type=click.Choice(["box", "margin", "eyes"]), default="margin", show_default=True,
+              help="How faces must be cropped for this model at run time (as in its training data).")
+@click.option("--no-evaluate", is_flag=True, help="Skip measuring the recipe's test split into the card.")
+def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: str, no_evaluate: bool) -> None:
+    """Export a training run to a model package (ONNX + card), checking ONNX/torch parity."""
+    from ferkit.train.export_run import export_run
+
+    command = "ferkit export " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    card = export_run(run, out, which, name, crop_policy, evaluate=not no_evaluate, command=command)
+    click.echo(f"wrote {out}: {card.parameters:,} parameters, ONNX parity max abs diff "
+               f"{card.training['onnx_parity_max_abs_diff']:.2e}")
+    if card.metrics:
+        click.echo(f"test {card.metrics['split']}: accuracy {card.metrics['accuracy']:.4f}, "
+                   f"flip-TTA {card.metrics['flip_tta_accuracy']:.4f}, macro-F1 {card.metrics['macro_f1']:.4f}")
 
 
 if __name__ == "__main__":

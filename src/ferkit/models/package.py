@@ -33,7 +33,9 @@ class ModelCard:
     channels: int = 1
     mean: float = 0.5
     std: float = 0.5
-    crop_policy: str = "box"
+    crop_policy: str = "margin"
+    crop_margin: float = 0.2
+    align: bool = True
     architecture: str = ""
     parameters: int = 0
     training: dict[str, Any] = field(default_factory=dict)

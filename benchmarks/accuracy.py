@@ -1,0 +1,55 @@
+"""FER2013 PrivateTest accuracy of model packages (single crop and flip TTA) -> results/accuracy.json.
+
+    python benchmarks/accuracy.py                         # every shipped model
+    python benchmarks/accuracy.py --model path/to/package # any package (repeatable)
+Then `python benchmarks/render.py` rewrites docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from ferkit.evaluate import evaluate_dataset
+from ferkit.models.package import read_card, resolve_package, shipped_models
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "fer2013"
+
+
+def measure(model: str, data: Path, split: str) -> dict:
+    folder = resolve_package(model)
+    card = read_card(folder)
+    row = {"model": card.name, "architecture": card.architecture, "parameters": card.parameters,
+           "size_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 2),
+           "epochs": card.training.get("epochs"), "train_seconds": card.training.get("cpu_seconds_wall"),
+           "data": str(os.path.relpath(data, HERE.parent)), "split": split}
+    for tta in ("none", "flip"):
+        r = evaluate_dataset(data, folder, split, tta=tta)
+        prefix = "" if tta == "none" else "flip_"
+        row.update({f"{prefix}accuracy": round(r["accuracy"], 4), f"{prefix}macro_f1": round(r["macro_f1"], 4),
+                    f"{prefix}top2_accuracy": round(r["top2_accuracy"], 4), "n": r["n"]})
+        if tta == "none":
+            row["per_class_f1"] = {k: round(v["f1"], 4) for k, v in r["per_class"].items()}
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", help="package name or folder (default: all shipped)")
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--split", default="PrivateTest")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "accuracy.json")
+    args = ap.parse_args()
+    rows = [measure(m, args.data, args.split) for m in (args.model or shipped_models())]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"command": "python benchmarks/accuracy.py", "rows": rows}, indent=2) + "\n")
+    for r in rows:
+        print(f"{r['model']}: accuracy {r['accuracy']:.4f} (flip TTA {r['flip_accuracy']:.4f}), "
+              f"macro-F1 {r['macro_f1']:.4f}, n={r['n']}")
+
+
+if __name__ == "__main__":
+    main()
