@@ -237,6 +237,16 @@ def test_resmasknet_mask_depth_follows_feature_size():
     assert [len(s.mask.down) for s in model.stages] == [2, 2, 2, 1]
 
 
+def test_resmasknet_size_matches_the_paper():
+    with torch.device("meta"):
+        model = ResMaskNet(num_classes=7, in_chans=3, input_size=224)
+    unique = sum(p.numel() for p in model.parameters())
+    # The released code registers each mask's 1x1 shortcut (conv + BN) twice; its state_dict count is Table II's.
+    shortcuts = sum(p.numel() for s in model.stages for m in s.mask.modules()
+                    if getattr(m, "downsample", None) is not None for p in m.downsample.parameters())
+    assert abs(unique + shortcuts - 142.9e6) < 0.05e6
+
+
 def test_autoencoder_aux_loss_is_lambda_mse():
     torch.manual_seed(0)
     model = build_model("cnn_autoencoder", num_classes=7, in_chans=1, input_size=48, lam=0.5).eval()

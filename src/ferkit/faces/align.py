@@ -61,7 +61,7 @@ def region_matrix(region: Region, out_w: int, out_h: int) -> np.ndarray:
     a = math.radians(region.angle)
     c, s = math.cos(a), math.sin(a)
     sx, sy = out_w / region.width, out_h / region.height
-    # image point p -> local (rotate by -angle about the centre) -> scale -> shift so the region's edges meet the output's
+    # image point p -> local frame (rotate by -angle about the centre) -> scale -> shift: region edges -> output edges
     rot = np.array([[c, s], [-s, c]])
     lin = np.diag([sx, sy]) @ rot
     # region centre in image pixel coords: box (x, y, w, h) has its centre at x + w/2 - 0.5 (see face_region)

@@ -78,7 +78,8 @@ class DlibDetector(Detector):
             path = predictor_path or default_predictor_path()
             if path is None:
                 raise DetectorUnavailable(
-                    f"detector 'dlib' needs shape_predictor_5_face_landmarks.dat from face-recognition-models: {_INSTALL}"
+                    "detector 'dlib' needs shape_predictor_5_face_landmarks.dat from face-recognition-models: "
+                    + _INSTALL
                 )
             if not os.path.exists(path):
                 raise DetectorUnavailable(f"detector 'dlib': no such shape predictor file {path}")

@@ -28,19 +28,21 @@ class MediaPipeDetector(Detector):
             raise ValueError(f"MediaPipe model must be 'full' or 'short', not {model!r}")
         try:
             from mediapipe.python.solutions import face_detection
-        except ImportError as exc:
+        except (ImportError, AttributeError, RuntimeError, OSError) as exc:  # missing, or built against another numpy
             raise DetectorUnavailable(
                 "detector 'mediapipe' needs mediapipe==0.10.21 (pins numpy<2): pip install 'ferkit[mediapipe]'"
                 f" [{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}]"
             ) from None
         self.model = model
+        self.name = "mediapipe" if model == "full" else "mediapipe_short"
         self.max_side = max_side
         self.min_confidence = min_confidence
         self._fd = face_detection.FaceDetection(min_detection_confidence=min_confidence,
                                                 model_selection=1 if model == "full" else 0)
 
     def __repr__(self) -> str:
-        return f"MediaPipeDetector(model={self.model!r}, min_confidence={self.min_confidence}, max_side={self.max_side})"
+        return (f"MediaPipeDetector(model={self.model!r}, min_confidence={self.min_confidence}, "
+                f"max_side={self.max_side})")
 
     def close(self) -> None:
         self._fd.close()

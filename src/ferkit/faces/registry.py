@@ -3,15 +3,11 @@
 Backends (each imports its library only when constructed, and raises DetectorUnavailable, one line naming the pip
 package, when it is missing):
 
-==============  ==========================================================  ===============================
-name            what                                                        install
-==============  ==========================================================  ===============================
-``dlib``        dlib HOG detector + 5-point shape predictor (eye centres)   ``pip install 'ferkit[faces]'``
-``haar``        OpenCV Haar cascade; eyes from the eye cascade              core (opencv-python-headless<5)
-``mediapipe``   MediaPipe BlazeFace full range (6 keypoints incl. eyes)     ``pip install 'ferkit[mediapipe]'``
-``mediapipe_short``  BlazeFace short range (faces within ~2 m)              ``pip install 'ferkit[mediapipe]'``
-``auto``        the first of AUTO_ORDER that is installed
-==============  ==========================================================  ===============================
+- ``dlib``: dlib HOG detector + 5-point shape predictor (eye centres). ``pip install 'ferkit[faces]'``
+- ``haar``: OpenCV Haar cascade; eyes from the eye cascade when it finds a pair. Core (opencv-python-headless<5).
+- ``mediapipe``: MediaPipe BlazeFace full range (6 keypoints incl. eyes). ``pip install 'ferkit[mediapipe]'``
+- ``mediapipe_short``: BlazeFace short range (faces within ~2 m of the camera). Same install.
+- ``auto``: the first of AUTO_ORDER that is installed.
 
 AUTO_ORDER comes from ``benchmarks/detectors.py`` on the 26 photos in shared/data/photos (faces found, false positives,
 ms per photo): see that script's output for the numbers behind it.
@@ -91,9 +87,15 @@ class Detector:
 _REGISTRY: dict[str, Callable[..., Detector]] = {}
 
 AUTO_ORDER: tuple[str, ...] = ("dlib", "mediapipe", "haar")
-"""Preference of ``auto``: dlib (most faces found with no false positives and eye landmarks on the benchmark
-photos, ~20-60 ms), then MediaPipe (fastest, but misses the small faces of group photos), then Haar (always installed;
-slowest and the only one with false positives). See benchmarks/detectors.py."""
+"""Preference of ``auto``, from benchmarks/detectors.py on the 26 photos of shared/data/photos (43 faces counted by
+hand; 2-core CPU under load from a training run, so absolute ms are ~2x an idle machine's):
+
+- dlib: 43/43 faces, 0 false positives, eyes on every face, ~70-90 ms per photo. Installs with numpy 2.
+- mediapipe (full range): 42/43 (misses a girl looking down in a 2000 px photo), 0 false positives, eyes on every
+  face, ~13 ms: 6x faster, but needs numpy<2, so it is rarely installed beside ferkit's training stack. Name it
+  explicitly for video and webcams.
+- haar: 38/43, 0 false positives (alt cascade), eyes on only 15 of 38 faces, ~160-210 ms; always installed.
+"""
 
 
 def register_detector(name: str, factory: Callable[..., Detector]) -> None:

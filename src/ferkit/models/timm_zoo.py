@@ -1,20 +1,21 @@
 """The papers' ImageNet backbones, built by timm under short names (``resnet18``, ``mobilenetv2``, ...).
 
 Why timm: one well-kept library gives every backbone the five papers use, with ``in_chans=1`` (grayscale FER2013)
-and any class count handled the same way, instead of 27 hand-copied networks. Which paper uses which:
+and any class count handled the same way, instead of 25 hand-copied networks. Which paper uses which:
 
 - seed 000: mobilenetv2, inception_v3, resnetv2_50 (pre-activation ResNet, the Keras ResNet50V2 the paper used),
   each with the paper's custom head (``head: seed000``);
 - seed 001: resnet18/34/50/101/152, resnext50 (32x4d), resnext101 (32x8d: the torchvision model the paper
   fine-tuned), wide_resnet50/101 (x2), densenet121/161/169/201, vgg11/13/16/19 (the batch-norm variants);
 - seed 003: vgg16, mobilenetv1 (the original MobileNet, not V2: the thesis says V2 did worse for them), xception;
-- seed 004: mobilenetv1, efficientnet_b0, efficientnet_b2, rexnet_150 (seed 002 also reports EfficientNet-B2).
+- seed 004: mobilenetv1, efficientnet_b0, rexnet_150;
+- seed 002's baseline table: efficientnet_b2 (and resnet34/152, densenet121, inception_v3, vgg19).
 
 Minimum input sizes (``build_model`` raises ValueError below them): 32 px for every backbone except inception_v3.
 All of them downsample by 32 in five stages; below 32 px the deepest stage(s) see a 1x1 map built mostly from zero
 padding, so the net "runs" but its last blocks learn nothing from the face (timm's VGG head refuses outright).
 inception_v3 needs 75 px: its stem uses unpadded stride-2 convolutions and pools, and 75 is the smallest side that
-still leaves a 1x1 map at the end (torchvision documents the same bound).
+still leaves a 1x1 map at the end (torchvision's weights declare the same ``min_size``).
 
 Xception: ``xception`` is timm's ``legacy_xception``, not ``xception41``. ``legacy_xception`` is Chollet's original
 Xception (entry flow with max-pooling, 8 middle-flow blocks, exit flow; 22.9M parameters at 1000 classes, the
