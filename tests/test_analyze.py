@@ -131,3 +131,21 @@ def test_readme_python_example_runs_as_written(tmp_path, monkeypatch):
     shutil.copy(PHOTOS / PORTRAIT, tmp_path / "photo.jpg")
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md", "exec"), {})
+
+
+def test_evaluate_faces_detect_on_whole_images(tmp_path, small_fer_tree):
+    """FER2013 faces upscaled to 'photos': detection finds most, the rest are counted as no_face, never dropped."""
+    import cv2
+
+    photos = tmp_path / "photos"
+    for src in small_fer_tree.rglob("*.jpg"):
+        dst = photos / src.parent.name / src.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        big = cv2.resize(cv2.imread(str(src), cv2.IMREAD_GRAYSCALE), (192, 192), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(dst), big)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(main, ["evaluate", str(photos), "--faces", "detect", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["n"] + report["skipped"].get("no_face", 0) == 7 * 12
+    assert report["n"] > 7 * 12 // 2

@@ -1,6 +1,6 @@
 """ferkit.faces on real photos (shared/data/photos) and on synthetic geometry where exact numbers are the point.
 
-Real-photo tests skip when the photo folder is absent (set FERKIT_TEST_PHOTOS to point elsewhere); a backend's tests
+Real-photo tests skip when the photo folder is absent (set FERKIT_SHARED to point elsewhere); a backend's tests
 skip when its package is not installed (dlib: pip install 'ferkit[faces]'; mediapipe: 'ferkit[mediapipe]', which
 needs numpy<2, so run this file in that environment too to cover it).
 """
@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -34,9 +32,10 @@ from ferkit.faces import (
     transform_points,
 )
 
-PHOTOS = Path(os.environ.get("FERKIT_TEST_PHOTOS", Path(__file__).resolve().parents[2] / "shared/data/photos"))
+from tests.conftest import PHOTOS
+
 needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"real test photos not found at {PHOTOS} "
-                                  "(shared/data/photos; set FERKIT_TEST_PHOTOS)")
+                                  "(../shared/data/photos; set FERKIT_SHARED)")
 BACKENDS = ["dlib", "haar", "mediapipe"]
 
 # Face centres counted by hand (same labels as benchmarks/detectors.py)

@@ -114,16 +114,18 @@ def data_stats(path: str, json_out: str | None, no_check: bool) -> None:
               help="Test-time augmentation: average with the mirrored crop.")
 @click.option("--ferplus-mode", type=click.Choice(["majority", "plurality", "soft"]), default="majority",
               show_default=True, help="FER+ labelling protocol.")
-@click.option("--faces", type=click.Choice(["none"]), default="none", show_default=True,
-              help="none: DATA holds face crops.")
+@click.option("--faces", type=click.Choice(["none", "detect", "auto"]), default="none", show_default=True,
+              help="none: DATA holds face crops; detect: find the largest face in each image (whole photos); "
+                   "auto: detect only in images more than twice the model's input size.")
+@click.option("--detector", default="auto", show_default=True, help="Face detector for --faces detect/auto.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Write confusion matrices (PNG) into this folder.")
 def evaluate(data_path: str, model: str, split: str | None, grouping: str | None, tta: str, ferplus_mode: str,
-             faces: str, json_out: str | None, plots: str | None) -> None:
+             faces: str, detector: str, json_out: str | None, plots: str | None) -> None:
     """Accuracy, macro-F1, top-2, per-class P/R/F1 and confusion of a model on a labelled dataset."""
     from ferkit.evaluate import evaluate_dataset, format_report, save_confusion_plots
 
-    report = evaluate_dataset(data_path, model, split, grouping, tta, ferplus_mode, faces, progress=True)
+    report = evaluate_dataset(data_path, model, split, grouping, tta, ferplus_mode, faces, detector, progress=True)
     for problem in report["problems"]:
         click.echo(f"skipped {problem}", err=True)
     click.echo(format_report(report))

@@ -136,27 +136,50 @@ def save_confusion_plots(report: dict[str, Any], out_dir: str | os.PathLike, tit
     return written
 
 
+FACES_MODES = ("none", "detect", "auto")
+
+
+def _face_crop_or_none(recognizer, image: np.ndarray) -> np.ndarray | None:
+    """The largest detected face cropped as the model expects, or None when no face is found."""
+    from ferkit.faces import crop_face
+
+    detections = recognizer.detector.detect(image)
+    return crop_face(image, detections[0], **recognizer.crop_args) if detections else None
+
+
 def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "default", split: str | None = None,
                      grouping: str | None = None, tta: str = "none", ferplus_mode: str = "majority",
-                     faces: str = "none", progress: bool = False) -> dict[str, Any]:
-    """Run a model package over a dataset and report metrics (the engine behind `ferkit evaluate`)."""
+                     faces: str = "none", detector: str = "auto", progress: bool = False) -> dict[str, Any]:
+    """Run a model package over a dataset and report metrics (the engine behind `ferkit evaluate`).
+
+    ``faces``: 'none' when the images are face crops already; 'detect' to find the largest face in each (whole
+    photos), cropped with the model card's policy; 'auto' detects only in images more than twice the model's input
+    size. Images where detection finds no face are counted in ``skipped['no_face']``, never silently dropped.
+    """
     from tqdm import tqdm
 
     from ferkit.data import decode, open_dataset
     from ferkit.runtime import ModelRuntime
 
-    if faces not in ("none",):
-        raise ValueError(f"--faces {faces}: whole-photo evaluation needs the face pipeline; use --faces none on crops")
+    if faces not in FACES_MODES:
+        raise ValueError(f"faces must be one of {FACES_MODES}, not {faces!r}")
     runtime = ModelRuntime(model, tta=tta)
+    recognizer = None
+    if faces != "none":
+        from ferkit.recognizer import Recognizer
+
+        recognizer = Recognizer(model, detector, tta=tta)
+        runtime = recognizer.runtime
     dataset = open_dataset(data, ferplus_mode)
     entries = dataset.split(split)
     if not entries:
         raise ValueError(f"{data}: no entries in split {split!r} (splits present: {dataset.splits})")
-    mode = "gray" if runtime.card.channels == 1 else "rgb"
+    mode = "gray" if runtime.card.channels == 1 and recognizer is None else "rgb"
     problems: list = []
     truths: list[str] = []
     probs: list[np.ndarray] = []
     batch: list[np.ndarray] = []
+    no_face = 0
 
     def flush() -> None:
         if batch:
@@ -164,16 +187,25 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
             batch.clear()
 
     for sample in tqdm(decode(entries, mode, problems), total=len(entries), disable=not progress, desc="evaluate"):
+        image = sample.image
+        if recognizer is not None and (faces == "detect" or max(image.shape[:2]) > 2 * runtime.card.input_size):
+            image = _face_crop_or_none(recognizer, image)
+            if image is None:
+                no_face += 1
+                continue
         truths.append(sample.label)
-        batch.append(sample.image)
+        batch.append(image)
         if len(batch) >= runtime.batch_size:
             flush()
     flush()
     skipped: dict[str, Any] = dict(dataset.ignored)
     if problems:
         skipped["unreadable"] = len(problems)
+    if no_face:
+        skipped["no_face"] = no_face
     report = metrics_report(truths, np.concatenate(probs) if probs else np.zeros((0, len(runtime.labels))),
                             runtime.labels, grouping, skipped)
     report["problems"] = [f"{p.reason}" for p in problems]
-    report.update({"model": str(runtime.folder), "data": str(data), "split": split, "grouping": grouping, "tta": tta})
+    report.update({"model": str(runtime.folder), "data": str(data), "split": split, "grouping": grouping, "tta": tta,
+                   "faces": faces})
     return report

@@ -52,7 +52,7 @@ class Recognizer:
         self.images_per_batch = images_per_batch
         self.timings: dict[str, float] = defaultdict(float)
         card = self.runtime.card
-        self._crop_args = dict(policy=card.crop_policy, size=card.input_size,
+        self.crop_args = dict(policy=card.crop_policy, size=card.input_size,
                                channels="gray" if card.channels == 1 else "rgb", align=card.align,
                                margin=card.crop_margin)
 
@@ -102,7 +102,7 @@ class Recognizer:
         if self.max_faces is not None:
             detections = detections[: self.max_faces]
         t2 = time.perf_counter()
-        crops = [crop_face(image, d, **self._crop_args) for d in detections]
+        crops = [crop_face(image, d, **self.crop_args) for d in detections]
         t3 = time.perf_counter()
         self.timings["decode"] += t1 - t0
         self.timings["detect"] += t2 - t1
