@@ -29,6 +29,13 @@ def main() -> None:
     """ferkit: facial expression recognition — analyze, evaluate, train and export emotion models."""
 
 
+def _report_skip(message: str) -> None:
+    """One line per skipped input, printed above any progress bar instead of glued onto it."""
+    from tqdm import tqdm
+
+    tqdm.write(f"skipped {message}", file=sys.stderr)
+
+
 def _write_json_atomic(path: str, payload: dict) -> None:
     import json
     import os
@@ -61,7 +68,7 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
 
     recognizer = Recognizer(model, detector, min_face=min_face, max_faces=max_faces, tta=tta)
     summary = analyze_paths(list(paths), recognizer, out, annotated=not no_annotate,
-                            on_error=lambda msg: click.echo(f"skipped {msg}", err=True))
+                            on_error=_report_skip)
     if out is None and not json_out:
         for r in summary.results:
             if not r.faces:
@@ -83,6 +90,90 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
     click.echo(f"{summary.images} images, {summary.faces} faces{done}, {len(summary.failed)} failed"
                + (f"; results in {out}" if out else ""), err=True)
     if summary.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for ranking.csv, contact_sheet.jpg and analyze's results (a rerun skips finished images).")
+@click.option("--top", type=click.IntRange(min=0), default=12, show_default=True, help="Photos to list and to put on the contact sheet.")
+@click.option("--by", "--score", "by", default="positive", show_default=True,
+              help="What a photo is scored on: positive, negative, group:neutral, or a label (happy, neutral, ...).")
+@click.option("--weight", type=click.Choice(["area-confidence", "area", "confidence", "none"]),
+              default="area-confidence", show_default=True,
+              help="How much each face counts within its photo: box area x top-label probability, either, or equally.")
+@click.option("--columns", type=click.IntRange(min=1), default=4, show_default=True, help="Contact sheet columns.")
+@click.option("--annotate", "annotated", is_flag=True, help="With --out, also write annotated images.")
+@click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
+@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+@click.option("--min-face", type=int, default=0, show_default=True, help="Ignore faces smaller than this (pixels).")
+def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str, columns: int, annotated: bool,
+         model: str, detector: str, min_face: int) -> None:
+    """Rank photos by their faces' expressions (e.g. to pick smiling photos for a photo book).
+
+    A photo's score is the mean over its faces of P(--by), each face weighted by --weight; photos without faces
+    rank last with no score. See ferkit.rank.photo_score for the formula.
+    """
+    from tqdm import tqdm
+
+    from ferkit.rank import rank_paths
+    from ferkit.recognizer import Recognizer
+
+    recognizer = Recognizer(model, detector, min_face=min_face)
+    summary = rank_paths(list(paths), recognizer, out, by=by, weight=weight, top=top, columns=columns,
+                         annotated=annotated,  # tqdm.write: the line is not glued to the progress bar
+                         on_error=lambda msg: tqdm.write(f"skipped {msg}", file=sys.stderr))
+    for p in summary.ranking[:top]:
+        score = "   -  " if p.score is None else f"{p.score:.3f}"
+        n = len(p.result.faces)
+        click.echo(f"{p.rank:>4}  {score}  {n:>2} face{' ' if n == 1 else 's'}  {p.result.source}")
+    no_face = summary.no_face
+    if no_face:
+        click.echo(f"{len(no_face)} photo{'' if len(no_face) == 1 else 's'} without faces (ranked last, no score)",
+                   err=True)
+    a = summary.analysis
+    done = f", {a.skipped_done} already done" if a.skipped_done else ""
+    where = f"; ranking in {summary.csv_path}" if summary.csv_path else ""
+    sheet = f", contact sheet {summary.sheet_path}" if summary.sheet_path else ""
+    click.echo(f"{len(summary.ranking)} photos ranked by {summary.target} (weight {weight}): {a.images} analysed, "
+               f"{a.faces} faces{done}, {len(a.failed)} failed{where}{sheet}", err=True)
+    if a.failed:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Timed runs of each photo (median taken).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the numbers as JSON.")
+@click.option("--batches", default="1,256", show_default=True, help="Batch sizes for classification-only throughput.")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Time each classification batch size for at least this long.")
+@click.option("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores).")
+@click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
+@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+def bench(paths: tuple[str, ...], repeat: int, json_out: str | None, batches: str, min_seconds: float,
+          threads: int | None, model: str, detector: str) -> None:
+    """Time each stage (decode, detect, align+crop, classify) on photos, and classification throughput."""
+    from ferkit.bench import bench_paths, format_report
+    from ferkit.recognizer import Recognizer
+
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise ValueError(f"--batches must be comma-separated integers, not {batches!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--batches must be positive integers, not {batches!r}")
+    report = bench_paths(list(paths), Recognizer(model, detector, threads=threads), repeat=repeat, batches=sizes,
+                         min_seconds=min_seconds, progress=True)
+    for msg in report.failed:
+        click.echo(f"skipped {msg}", err=True)
+    click.echo(format_report(report))
+    if json_out:
+        _write_json_atomic(json_out, report.to_dict())
+    if report.failed:
+        click.echo(f"{len(report.failed)} files could not be read (left out of the timings)", err=True)
         sys.exit(1)
 
 
@@ -156,15 +247,27 @@ def models() -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/<recipe name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch checkpoint.")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
-@click.option("--epochs", type=int, help="Override the recipe's epoch count (e.g. 1 for a smoke run).")
-def train(config: str, out: str | None, resume: bool, device: str, epochs: int | None) -> None:
-    """Train a model from a YAML recipe; checkpoints every epoch, --resume continues exactly."""
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Override the recipe's epoch count; with phases, every phase gets this many (1 = smoke run).")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Train on the first N samples of each train source after a seeded shuffle (deterministic).")
+@click.option("--val-limit", type=click.IntRange(min=1), help="The same for each validation source.")
+def train(config: str, out: str | None, resume: bool, device: str, epochs: int | None, limit: int | None,
+          val_limit: int | None) -> None:
+    """Train a model from a YAML recipe; checkpoints every epoch, --resume continues exactly.
+
+    Overrides (--epochs, --limit, --val-limit) are written into the run's recipe.yaml; --resume needs the same ones.
+    """
     from ferkit.train.config import load_config
     from ferkit.train.loop import fit
 
     cfg = load_config(config)
     if epochs is not None:
-        cfg.epochs = epochs
+        cfg.set_epochs(epochs)
+    if limit is not None:
+        cfg.data.limit = limit
+    if val_limit is not None:
+        cfg.data.val_limit = val_limit
     run_dir = Path(out) if out else Path("runs") / cfg.name
     summary = fit(cfg, run_dir, resume=resume, device=device)
     click.echo(f"run {summary['run']}: {summary['epochs_done']} epochs, best val {cfg.monitor} {summary['best_val']:.4f}")
@@ -178,13 +281,16 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
 @click.option("--name", help="Model name in the card (default: the --out folder name).")
 @click.option("--crop-policy", type=click.Choice(["box", "margin", "eyes"]), default="margin", show_default=True,
               help="How faces must be cropped for this model at run time (as in its training data).")
+@click.option("--crop-margin", type=float, default=0.2, show_default=True,
+              help="For --crop-policy margin: fraction of the box added on every side (see benchmarks/crop_framing.py).")
 @click.option("--no-evaluate", is_flag=True, help="Skip measuring the recipe's test split into the card.")
-def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: str, no_evaluate: bool) -> None:
+def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: str, crop_margin: float,
+               no_evaluate: bool) -> None:
     """Export a training run to a model package (ONNX + card), checking ONNX/torch parity."""
     from ferkit.train.export_run import export_run
 
     command = "ferkit export " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    card = export_run(run, out, which, name, crop_policy, evaluate=not no_evaluate, command=command)
+    card = export_run(run, out, which, name, crop_policy, crop_margin, evaluate=not no_evaluate, command=command)
     click.echo(f"wrote {out}: {card.parameters:,} parameters, ONNX parity max abs diff "
                f"{card.training['onnx_parity_max_abs_diff']:.2e}")
     if card.metrics:

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from ferkit.faces.enhance import apply_clahe
 from ferkit.models.package import GRAPH_NAME, ModelCard, read_card, resolve_package
 
 TTA_MODES = ("none", "flip")
@@ -54,7 +55,11 @@ class ModelRuntime:
         return self.card.labels
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """uint8 crops (HxW gray or HxWx3 RGB, any size) -> float32 (N, C, S, S) as the model was trained."""
+        """uint8 crops (HxW gray or HxWx3 RGB, any size) -> float32 (N, C, S, S) as the model was trained.
+
+        A card with ``clahe: true`` gets CLAHE on each crop after the resize to the input size, exactly as
+        training applied it to its images (:func:`ferkit.train.tensors.load_tensors`).
+        """
         size, channels = self.card.input_size, self.card.channels
         batch = np.empty((len(crops), channels, size, size), dtype=np.float32)
         for i, crop in enumerate(crops):
@@ -68,6 +73,8 @@ class ModelRuntime:
             if img.shape[:2] != (size, size):
                 shrinking = img.shape[0] > size
                 img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+            if self.card.clahe:
+                img = apply_clahe(np.ascontiguousarray(img, dtype=np.uint8))
             img = img.reshape(size, size, channels).astype(np.float32) / 255.0
             batch[i] = ((img - self.card.mean) / self.card.std).transpose(2, 0, 1)
         return batch

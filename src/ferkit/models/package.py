@@ -36,6 +36,8 @@ class ModelCard:
     crop_policy: str = "margin"
     crop_margin: float = 0.2
     align: bool = True
+    clahe: bool = False
+    """CLAHE on every crop after resizing to ``input_size`` (the model was trained on CLAHE'd images, seed 003)."""
     architecture: str = ""
     parameters: int = 0
     training: dict[str, Any] = field(default_factory=dict)

@@ -150,6 +150,11 @@ class ResMaskNet(nn.Module):
         x = self.pool(self.stages(self.stem(x))).flatten(1)
         return self.fc(self.drop(x))
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """Parameter groups as timm defines them (used by phased training's ``last_n``): stem, then each
+        residual masking stage (ResNet34 layer + its U-Net mask)."""
+        return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
+
 
 @register("resmasknet", min_input=32)
 def _resmasknet(**kwargs: object) -> nn.Module:

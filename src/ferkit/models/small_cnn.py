@@ -48,6 +48,10 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def group_matcher(self, coarse: bool = False) -> dict[str, str]:
+        """Parameter groups as timm defines them (used by phased training's ``last_n``): one per conv layer."""
+        return {"blocks": r"^features\.(\d+)"}
+
 
 @register("small_cnn", min_input=20)
 def _small_cnn(**kwargs: object) -> nn.Module:

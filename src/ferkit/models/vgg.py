@@ -49,9 +49,19 @@ class FerVGG(nn.Module):
             nn.Linear(hidden, num_classes),
         )
         self.num_features = c
+        self._layers_per_stage = 3 * convs_per_stage + 1
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+    def group_matcher(self, coarse: bool = False):
+        """Parameter groups as timm defines them (used by phased training's ``last_n``): one per conv stage."""
+        per_stage = self._layers_per_stage
+
+        def stage_of(name: str) -> int:
+            parts = name.split(".")
+            return int(parts[1]) // per_stage if parts[0] == "features" else 1 << 20
+        return stage_of

@@ -39,7 +39,8 @@ def _training_summary(run: Path) -> dict[str, Any]:
 
 
 def export_run(run: str | Path, out: str | Path, which: str = "best", name: str | None = None,
-               crop_policy: str = "margin", evaluate: bool = True, command: str = "") -> ModelCard:
+               crop_policy: str = "margin", crop_margin: float = 0.2, evaluate: bool = True,
+               command: str = "") -> ModelCard:
     """Export ``run``'s best (or last) weights to a package at ``out``; evaluate on the recipe's test data."""
     from ferkit.models.export import check_parity, export_onnx
 
@@ -54,6 +55,8 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", name: str 
         mean=NORM_MEAN,
         std=NORM_STD,
         crop_policy=crop_policy,
+        crop_margin=crop_margin,
+        clahe=cfg.data.clahe,
         architecture=f"{cfg.model.arch} {cfg.model.args}" if cfg.model.args else cfg.model.arch,
         parameters=sum(p.numel() for p in model.parameters()),
         training={

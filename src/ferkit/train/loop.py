@@ -8,6 +8,7 @@ run killed mid-epoch restarts that epoch from the last checkpoint and follows th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -26,6 +27,7 @@ from ferkit.labels import space
 from ferkit.models.registry import build_model
 from ferkit.train.augment import augment_batch, mix_batch
 from ferkit.train.config import TrainConfig
+from ferkit.train.freeze import apply_phase, freeze_batchnorm
 from ferkit.train.optim import build_optimizer, build_scheduler
 from ferkit.train.tensors import TensorSet, load_tensors
 
@@ -33,7 +35,8 @@ NORM_MEAN = 0.5
 NORM_STD = 0.5
 """Inputs in [0, 1] are normalised to [-1, 1]; export writes these into the model card."""
 
-METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "seconds"]
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "seconds",
+                 "phase"]
 
 
 @dataclass
@@ -99,7 +102,9 @@ def build_from_config(cfg: TrainConfig) -> torch.nn.Module:
 
 def _load_split(cfg: TrainConfig, which: str) -> TensorSet:
     sources = [(s.path, s.split) for s in getattr(cfg.data, which)]
-    return load_tensors(sources, space(cfg.data.labels), cfg.data.size, cfg.data.channels, cfg.data.ferplus_mode)
+    limit = {"train": cfg.data.limit, "val": cfg.data.val_limit}.get(which)
+    return load_tensors(sources, space(cfg.data.labels), cfg.data.size, cfg.data.channels, cfg.data.ferplus_mode,
+                        clahe=cfg.data.clahe, limit=limit, seed=cfg.seed)
 
 
 def _class_weight_tensor(cfg: TrainConfig, train: TensorSet) -> torch.Tensor | None:
@@ -137,15 +142,39 @@ def _forward_train(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tenso
     return model(x), 0.0
 
 
+def _score(row: dict, monitor: str) -> float:
+    """The monitored validation metric, signed so that larger is better (a loss is negated)."""
+    return -row["val_loss"] if monitor == "loss" else row[f"val_{monitor}"]
+
+
+def _same_recipe(stored_text: str, cfg: TrainConfig, where: str) -> bool:
+    """Whether a run folder's recipe means ``cfg`` (compared after parsing, so keys added to ferkit later with
+    their defaults do not make an older run unresumable)."""
+    from ferkit.train.config import config_from_dict
+
+    def norm(c: TrainConfig) -> dict:
+        return json.loads(json.dumps(c.to_dict()))
+    try:
+        return norm(config_from_dict(yaml.safe_load(stored_text), where)) == norm(cfg)
+    except ValueError:
+        return False
+
+
 def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str = "cpu",
         progress: bool = True, stop_after_epochs: int | None = None) -> dict:
-    """Train ``cfg`` into ``run_dir``; returns the final summary. ``stop_after_epochs`` is for tests of resume."""
+    """Train ``cfg`` into ``run_dir``; returns the final summary. ``stop_after_epochs`` is for tests of resume.
+
+    A recipe with ``phases`` trains them in order (e.g. the head alone, then the last blocks or everything): each
+    phase sets which parameters learn (:mod:`ferkit.train.freeze`) and builds its own optimiser and schedule. The
+    checkpoint records the phase, the epochs done in it and whether it has ended, so resume is exact on either
+    side of a phase boundary.
+    """
     paths = RunPaths(Path(run_dir))
     paths.root.mkdir(parents=True, exist_ok=True)
     if not resume and paths.state.exists():
         raise FileExistsError(f"{paths.root} already holds a run; pass --resume to continue it or choose --out")
     recipe_text = yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)
-    if resume and paths.recipe.exists() and paths.recipe.read_text() != recipe_text:
+    if resume and paths.recipe.exists() and not _same_recipe(paths.recipe.read_text(), cfg, str(paths.recipe)):
         raise ValueError(f"{paths.recipe} differs from the recipe given; resume needs the same recipe")
     _atomic(paths.recipe, lambda p: p.write_text(recipe_text))
 
@@ -156,107 +185,151 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
     labels = train.labels
     for problem in train.problems + val.problems:
         tqdm.write(f"skipped {problem.reason}")
-    opt = build_optimizer(model.parameters(), cfg.optim)
+    phases = cfg.run_phases()
+    total_epochs = cfg.total_epochs
     steps = math.ceil(len(train) / cfg.batch_size)
-    sched, sched_when = build_scheduler(opt, cfg.schedule, cfg.epochs, steps, cfg.optim.lr)
     weight = _class_weight_tensor(cfg, train)
     history: list[dict] = []
-    start_epoch, best, since_best = 0, -math.inf, 0
+    epoch, best = 0, -math.inf  # epochs done over all phases; best monitored score (larger is better)
+    phase_idx, phase_epoch, phase_best, since_best = 0, 0, -math.inf, 0
+    state: dict | None = None
 
     if resume and paths.state.exists():
         state = torch.load(paths.state, weights_only=True)
         model.load_state_dict(load_file(paths.last_weights))
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(state["scheduler"])
-        start_epoch, best, since_best, history = state["epoch"], state["best"], state["since_best"], state["history"]
-        tqdm.write(f"resuming {paths.root} after epoch {start_epoch}")
+        epoch, best, since_best, history = state["epoch"], state["best"], state["since_best"], state["history"]
+        # Checkpoints from before phases existed hold one phase that has run ``epoch`` epochs.
+        phase_idx, phase_epoch = state.get("phase", 0), state.get("phase_epoch", epoch)
+        phase_best = state.get("phase_best", best)
+        if state.get("phase_done", False):
+            phase_idx, phase_epoch, state = phase_idx + 1, 0, None
+        tqdm.write(f"resuming {paths.root} after epoch {epoch}")
 
     targets_onehot = F.one_hot(train.targets, len(labels)).float()
     train_targets = train.soft if (cfg.data.soft_labels and train.soft is not None) else targets_onehot
-    use_sam = hasattr(opt, "base_optimizer")
-    for epoch in range(start_epoch, cfg.epochs):
-        if stop_after_epochs is not None and epoch >= stop_after_epochs:
-            break
-        t0 = time.time()
-        g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        model.train()
-        order = torch.randperm(len(train), generator=g)
-        loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not progress, leave=False,
-                   mininterval=0.5 if sys.stderr.isatty() else 60)
-        for b in bar:
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = augment_batch(train.images[idx].float() / 255.0, cfg.augment, g)
-            x = (x - NORM_MEAN) / NORM_STD
-            y = train_targets[idx]
-            x, y = mix_batch(x, y, cfg.augment, g)
-            x, y = x.to(device), y.to(device)
+    mode = "min" if cfg.monitor == "loss" else "max"
 
-            def closure() -> torch.Tensor:
-                with _autocast(cfg.precision, device):
-                    out, aux = _forward_train(model, x)
-                loss = _soft_cross_entropy(out, y, weight, cfg.loss.label_smoothing) + aux
-                loss.backward()
-                closure.logits = out  # type: ignore[attr-defined]
-                return loss
+    def summary() -> dict:
+        best_val = -best if cfg.monitor == "loss" and best != -math.inf else best
+        return {"run": str(paths.root), "epochs_done": len(history), "best_val": best_val, "labels": list(labels)}
 
-            opt.zero_grad(set_to_none=True)
-            loss = closure()
-            logits = closure.logits  # type: ignore[attr-defined]
-            if use_sam:
-                opt.step(closure)
-            else:
-                opt.step()
-            if sched is not None and sched_when == "step":
-                sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1).cpu() == train.targets[idx]).sum())
-            seen += len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-        bar.close()
-
-        val_logits = predict_logits(model, val.images, cfg.eval_batch_size, cfg.precision, device)
-        val_loss = float(F.cross_entropy(val_logits, val.targets))
-        val_pred = val_logits.argmax(1)
-        from sklearn.metrics import f1_score
-
-        row = {
-            "epoch": epoch + 1,
-            "lr": opt.param_groups[0]["lr"],
-            "train_loss": loss_sum / seen,
-            "train_accuracy": correct / seen,
-            "val_loss": val_loss,
-            "val_accuracy": float((val_pred == val.targets).float().mean()),
-            "val_macro_f1": float(f1_score(val.targets, val_pred, average="macro", labels=range(len(labels)))),
-            "seconds": time.time() - t0,
-        }
-        history.append(row)
-        if sched is not None and sched_when == "metric":
-            sched.step(row[f"val_{cfg.monitor}"])
-        score = row[f"val_{cfg.monitor}"]
-        improved = score > best
-        if improved:
-            best, since_best = score, 0
+    while phase_idx < len(phases):
+        phase = phases[phase_idx]
+        params = apply_phase(model, phase)
+        lr = phase.lr if phase.lr is not None else cfg.optim.lr
+        opt = build_optimizer(params, dataclasses.replace(cfg.optim, lr=lr))
+        sched, sched_when = build_scheduler(opt, cfg.schedule, phase.epochs, steps, lr, phase.schedule, mode)
+        if state is not None:  # resuming inside this phase: its optimiser and schedule carry on
+            opt.load_state_dict(state["optimizer"])
+            if sched is not None:
+                sched.load_state_dict(state["scheduler"])
+            state = None
         else:
-            since_best += 1
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        _atomic(paths.last_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch + 1)}))
-        if improved:
-            _atomic(paths.best_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch + 1)}))
-        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else {},
-                 "epoch": epoch + 1, "best": best, "since_best": since_best, "history": history}
-        _atomic(paths.state, lambda p: torch.save(state, p))
-        _write_metrics(paths.metrics, history)
-        tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} train_loss {row['train_loss']:.4f} "
-                   f"train_acc {row['train_accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
-                   f"val_f1 {row['val_macro_f1']:.4f} lr {row['lr']:.2e} {row['seconds']:.0f}s"
-                   + (" *" if improved else ""))
-        if cfg.early_stopping_patience is not None and since_best >= cfg.early_stopping_patience:
-            tqdm.write(f"early stopping: no {cfg.monitor} gain in {since_best} epochs")
-            break
-    return {"run": str(paths.root), "epochs_done": len(history), "best_val": best, "labels": list(labels)}
+            phase_best, since_best = -math.inf, 0
+        patience = phase.early_stopping_patience
+        if patience is None:
+            patience = cfg.early_stopping_patience
+        use_sam = hasattr(opt, "base_optimizer")
+        where = f" (phase {phase_idx + 1}/{len(phases)}: train {phase.train}" \
+            + (f" {phase.last_n}" if phase.train == "last_n" else "") + ")" if len(phases) > 1 else ""
+        if len(phases) > 1 and phase_epoch == 0:
+            tqdm.write(f"phase {phase_idx + 1}/{len(phases)}: train {phase.train}"
+                       + (f" (last {phase.last_n} blocks)" if phase.train == "last_n" else "")
+                       + f", {sum(p.numel() for p in params):,} trainable parameters, lr {lr:g}, {phase.epochs} epochs")
+        while phase_epoch < phase.epochs:
+            if stop_after_epochs is not None and epoch >= stop_after_epochs:
+                return summary()
+            t0 = time.time()
+            g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            torch.manual_seed(cfg.seed * 100_003 + epoch)
+            model.train()
+            freeze_batchnorm(model)
+            order = torch.randperm(len(train), generator=g)
+            loss_sum, correct, seen = 0.0, 0, 0
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{total_epochs}{where}", disable=not progress,
+                       leave=False, mininterval=0.5 if sys.stderr.isatty() else 60)
+            for b in bar:
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                x = augment_batch(train.images[idx].float() / 255.0, cfg.augment, g)
+                x = (x - NORM_MEAN) / NORM_STD
+                y = train_targets[idx]
+                x, y = mix_batch(x, y, cfg.augment, g)
+                x, y = x.to(device), y.to(device)
+
+                def closure() -> torch.Tensor:
+                    with _autocast(cfg.precision, device):
+                        out, aux = _forward_train(model, x)
+                    loss = _soft_cross_entropy(out, y, weight, cfg.loss.label_smoothing) + aux
+                    loss.backward()
+                    closure.logits = out  # type: ignore[attr-defined]
+                    return loss
+
+                opt.zero_grad(set_to_none=True)
+                loss = closure()
+                logits = closure.logits  # type: ignore[attr-defined]
+                if use_sam:
+                    opt.step(closure)
+                else:
+                    opt.step()
+                if sched is not None and sched_when == "step":
+                    sched.step()
+                loss_sum += float(loss.detach()) * len(idx)
+                correct += int((logits.argmax(1).cpu() == train.targets[idx]).sum())
+                seen += len(idx)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+            bar.close()
+
+            val_logits = predict_logits(model, val.images, cfg.eval_batch_size, cfg.precision, device)
+            val_loss = float(F.cross_entropy(val_logits, val.targets))
+            val_pred = val_logits.argmax(1)
+            from sklearn.metrics import f1_score
+
+            row = {
+                "epoch": epoch + 1,
+                "lr": opt.param_groups[0]["lr"],
+                "train_loss": loss_sum / seen,
+                "train_accuracy": correct / seen,
+                "val_loss": val_loss,
+                "val_accuracy": float((val_pred == val.targets).float().mean()),
+                "val_macro_f1": float(f1_score(val.targets, val_pred, average="macro", labels=range(len(labels)))),
+                "seconds": time.time() - t0,
+                "phase": phase_idx + 1,
+            }
+            history.append(row)
+            epoch += 1
+            phase_epoch += 1
+            if sched is not None and sched_when == "metric":
+                sched.step(row[f"val_{cfg.monitor}"])
+            score = _score(row, cfg.monitor)
+            improved = score > best
+            if improved:
+                best = score
+            if score > phase_best:
+                phase_best, since_best = score, 0
+            else:
+                since_best += 1
+            stop_early = bool(patience) and since_best >= patience
+            phase_done = phase_epoch >= phase.epochs or stop_early
+            weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+            _atomic(paths.last_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch)}))
+            if improved:
+                _atomic(paths.best_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch)}))
+            ckpt = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else {},
+                    "epoch": epoch, "best": best, "since_best": since_best, "history": history,
+                    "phase": phase_idx, "phase_epoch": phase_epoch, "phase_best": phase_best,
+                    "phase_done": phase_done}
+            _atomic(paths.state, lambda p: torch.save(ckpt, p))
+            _write_metrics(paths.metrics, history)
+            tqdm.write(f"epoch {epoch}/{total_epochs}{where} train_loss {row['train_loss']:.4f} "
+                       f"train_acc {row['train_accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
+                       f"val_f1 {row['val_macro_f1']:.4f} lr {row['lr']:.2e} {row['seconds']:.0f}s"
+                       + (" *" if improved else ""))
+            if stop_early:
+                tqdm.write(f"early stopping: no {cfg.monitor} gain in {since_best} epochs"
+                           + (f"; phase {phase_idx + 1} ends" if len(phases) > 1 else ""))
+                break
+        phase_idx, phase_epoch = phase_idx + 1, 0
+    return summary()
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
@@ -274,7 +347,9 @@ def load_run_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.M
 
     paths = RunPaths(Path(run_dir))
     cfg = config_from_dict(yaml.safe_load(paths.recipe.read_text()), str(paths.recipe))
-    model = build_from_config(cfg)
+    # The run's own weights replace everything a pretrained backbone file would give, and that file may be gone.
+    args = {k: v for k, v in cfg.model.args.items() if k != "pretrained_path"}
+    model = build_from_config(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, args=args)))
     model.load_state_dict(load_file(paths.best_weights if which == "best" else paths.last_weights))
     model.eval()
     return model, cfg

@@ -78,9 +78,13 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimConfig) -> torch.o
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int, steps_per_epoch: int,
-                    max_lr: float) -> tuple[object | None, str]:
-    """A scheduler and when it steps: 'step' (every batch), 'epoch', or 'metric' (ReduceLROnPlateau on val)."""
-    name = cfg.name.lower()
+                    max_lr: float, name: str | None = None, mode: str = "max") -> tuple[object | None, str]:
+    """A scheduler and when it steps: 'step' (every batch), 'epoch', or 'metric' (ReduceLROnPlateau on val).
+
+    ``name`` overrides ``cfg.name`` (a training phase's own schedule); ``mode`` is ReduceLROnPlateau's: 'max' for
+    accuracy-like metrics, 'min' for a loss.
+    """
+    name = (name or cfg.name).lower()
     base = getattr(opt, "base_optimizer", opt)
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(base, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -89,7 +93,7 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: ScheduleConfig, epochs: int
         return torch.optim.lr_scheduler.CosineAnnealingLR(base, T_max=epochs * steps_per_epoch,
                                                           eta_min=cfg.min_lr), "step"
     if name == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(base, mode="max", factor=cfg.plateau_factor,
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(base, mode=mode, factor=cfg.plateau_factor,
                                                           patience=cfg.plateau_patience, min_lr=cfg.min_lr), "metric"
     if name in ("none", "constant"):
         return None, "epoch"

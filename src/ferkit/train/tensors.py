@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import torch
 
-from ferkit.data import Problem, decode, open_dataset
+from ferkit.data import Entry, Problem, decode, open_dataset
+from ferkit.faces.enhance import apply_clahe
 from ferkit.labels import index_map
 
 
@@ -32,9 +33,29 @@ class TensorSet:
         return int(self.targets.shape[0])
 
 
+def limit_entries(entries: Sequence[Entry], limit: int | None, seed: int) -> list[Entry]:
+    """The first ``limit`` entries after a shuffle seeded by ``seed`` (all of them, in order, when ``limit`` is None).
+
+    The kept entries stay in their original order, so the same (entries, limit, seed) always give the same list.
+    """
+    if limit is None or limit >= len(entries):
+        return list(entries)
+    if limit < 1:
+        raise ValueError(f"limit must be a positive number of samples, not {limit}")
+    order = torch.randperm(len(entries), generator=torch.Generator().manual_seed(seed))[:limit]
+    return [entries[i] for i in sorted(order.tolist())]
+
+
 def load_tensors(sources: Sequence[tuple[str, str | None]], labels: Sequence[str], size: int, channels: int,
-                 ferplus_mode: str = "majority") -> TensorSet:
-    """Decode every (path, split) source, resize to ``size``, and keep samples whose label the model has."""
+                 ferplus_mode: str = "majority", clahe: bool = False, limit: int | None = None,
+                 seed: int = 0) -> TensorSet:
+    """Decode every (path, split) source, resize to ``size``, and keep samples whose label the model has.
+
+    ``clahe`` applies :func:`ferkit.faces.enhance.apply_clahe` to each image *after* resizing to ``size``, which
+    is what :meth:`ferkit.runtime.ModelRuntime.preprocess` does to a crop at run time (train and run time match).
+    ``limit`` keeps, per source, the first ``limit`` samples with a known label after a shuffle seeded by ``seed``
+    (see :func:`limit_entries`); only those are decoded.
+    """
     index = index_map(labels)
     images: list[np.ndarray] = []
     targets: list[int] = []
@@ -45,6 +66,11 @@ def load_tensors(sources: Sequence[tuple[str, str | None]], labels: Sequence[str
     mode = "gray" if channels == 1 else "rgb"
     for path, split in sources:
         entries = open_dataset(path, ferplus_mode).split(split)
+        if limit is not None:
+            for e in entries:
+                if e.label not in index:
+                    skipped[str(e.label)] = skipped.get(str(e.label), 0) + 1
+            entries = limit_entries([e for e in entries if e.label in index], limit, seed)
         for s in decode(entries, mode, problems):
             if s.label not in index:
                 skipped[s.label] = skipped.get(s.label, 0) + 1
@@ -52,6 +78,8 @@ def load_tensors(sources: Sequence[tuple[str, str | None]], labels: Sequence[str
             img = s.image
             if img.shape[:2] != (size, size):
                 img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+            if clahe:
+                img = apply_clahe(img)
             images.append(img.reshape(size, size, channels))
             targets.append(index[s.label])
             if s.votes is None:

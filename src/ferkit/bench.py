@@ -1,0 +1,182 @@
+"""`ferkit bench`: how fast the pipeline is on your photos and your machine, stage by stage.
+
+Three measurements, all with the models and settings a user would run:
+
+1. per photo (one photo per call, as a server answering requests would): decode, detect, align+crop and classify
+   times from the Recognizer's own stage timers, and end-to-end ms per photo (median of ``repeat`` runs of each
+   photo; then p50/p90/mean over photos), faces/s end to end;
+2. folder (all photos in one call, faces of 16 images classified per model call, as ``ferkit analyze`` does):
+   images/s and faces/s;
+3. classification only: batches of real face crops (the photos' own, repeated to fill the batch) through
+   ModelRuntime (preprocessing + ONNX Runtime), faces/s per batch size.
+
+One warm-up pass over the photos comes first and is not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ferkit.recognizer import Recognizer, iter_image_paths
+
+STAGES = ("decode", "detect", "align_crop", "classify")
+STAGE_NAMES = {"decode": "decode", "detect": "detect", "align_crop": "align + crop", "classify": "classify"}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
+    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
+
+
+@dataclass
+class BenchReport:
+    model: str
+    detector: str
+    threads: int | None
+    photos: int
+    repeat: int
+    faces: int
+    failed: list[str]
+    stage_ms: dict[str, float]
+    """Mean ms per photo of each stage (one photo per call)."""
+    photo_ms: dict[str, float]
+    """End-to-end ms per photo: p50, p90, mean and max over photos of each photo's median over repeats."""
+    faces_per_s: float
+    images_per_s: float
+    folder: dict[str, float]
+    classify: list[dict[str, float]] = field(default_factory=list)
+    machine: dict[str, str | int | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def machine_info() -> dict[str, str | int | None]:
+    import onnxruntime
+
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
+
+
+def face_crops(recognizer: Recognizer, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The crops the model sees for every face in the images (cropped as the model card asks)."""
+    from ferkit.faces import crop_face
+
+    crops = []
+    for image in images:
+        for det in recognizer.detector.detect(image):
+            crops.append(crop_face(image, det, **recognizer.crop_args))
+    return crops
+
+
+def classify_throughput(runtime, crops: Sequence[np.ndarray], batch: int, min_seconds: float = 1.0,
+                        min_calls: int = 3) -> dict[str, float]:
+    """faces/s of ``runtime.predict_proba`` on batches of ``batch`` crops (cycled from ``crops``), timed over at
+    least ``min_calls`` calls and ``min_seconds`` seconds after one warm-up call. Includes preprocessing (resize,
+    normalise) and softmax, as in real use."""
+    if not crops:
+        raise ValueError("no face crops to classify")
+    data = [crops[i % len(crops)] for i in range(batch)]
+    runtime.predict_proba(data)  # warm-up
+    calls, t0 = 0, time.perf_counter()
+    elapsed = 0.0
+    while calls < min_calls or elapsed < min_seconds:
+        runtime.predict_proba(data)
+        calls += 1
+        elapsed = time.perf_counter() - t0
+    return {"batch": batch, "calls": calls, "ms_per_batch": 1000 * elapsed / calls,
+            "faces_per_s": batch * calls / elapsed}
+
+
+def bench_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, repeat: int = 3,
+                batches: Sequence[int] = (1, 256), min_seconds: float = 1.0,
+                progress: bool = False) -> BenchReport:
+    """Time the pipeline on the photos in ``paths`` (files or folders); see the module docstring for what is timed.
+    Unreadable files are listed in ``failed`` and left out of the timings."""
+    from tqdm import tqdm
+
+    from ferkit.io import ImageError, read_image
+
+    if repeat < 1:
+        raise ValueError("repeat must be at least 1")
+    files, failed, images = [], [], []
+    for f in iter_image_paths(paths):
+        try:
+            images.append(read_image(f, "rgb"))
+            files.append(f)
+        except ImageError as exc:
+            failed.append(str(exc))
+    if not files:
+        raise ValueError("no readable photo to benchmark" + (f" ({failed[0]})" if failed else ""))
+
+    list(recognizer.analyze_iter(files))  # warm-up: loads files into the OS cache, the model's first call
+    per_photo: list[float] = []
+    stage_tot = dict.fromkeys(STAGES, 0.0)
+    faces = 0
+    bar = tqdm(total=len(files) * repeat, desc="bench", unit="img", disable=not progress)
+    for f in files:
+        runs = []
+        for _ in range(repeat):
+            recognizer.timings.clear()
+            t0 = time.perf_counter()
+            result = next(recognizer.analyze_iter([f]))
+            runs.append(time.perf_counter() - t0)
+            for s in STAGES:
+                stage_tot[s] += recognizer.timings[s]
+            bar.update(1)
+        faces += len(result.faces)
+        per_photo.append(statistics.median(runs))
+    bar.close()
+    n = len(files)
+    photo_ms = {"p50": 1000 * percentile(per_photo, 50), "p90": 1000 * percentile(per_photo, 90),
+                "mean": 1000 * statistics.mean(per_photo), "max": 1000 * max(per_photo)}
+    stage_ms = {s: 1000 * stage_tot[s] / (n * repeat) for s in STAGES}
+
+    recognizer.timings.clear()
+    t0 = time.perf_counter()
+    folder_faces = sum(len(r.faces) for r in recognizer.analyze_iter(files))
+    folder_s = time.perf_counter() - t0
+    folder = {"seconds": folder_s, "images_per_s": n / folder_s, "faces": folder_faces,
+              "faces_per_s": folder_faces / folder_s, "images_per_batch": recognizer.images_per_batch}
+
+    crops = face_crops(recognizer, images)
+    if not crops:  # no face anywhere: still measure the model, on centre crops of the photos
+        crops = [img[: min(img.shape[:2]), : min(img.shape[:2])] for img in images]
+    classify = [classify_throughput(recognizer.runtime, crops, b, min_seconds) for b in batches]
+
+    return BenchReport(model=recognizer.model_name, detector=recognizer.detector.name,
+                       threads=recognizer.runtime.session.get_session_options().intra_op_num_threads or None,
+                       photos=n, repeat=repeat, faces=faces, failed=failed, stage_ms=stage_ms, photo_ms=photo_ms,
+                       faces_per_s=faces / sum(per_photo), images_per_s=n / sum(per_photo), folder=folder,
+                       classify=classify, machine=machine_info())
+
+
+def format_report(r: BenchReport) -> str:
+    """The report as a plain-text table."""
+    threads = r.threads or f"all ({r.machine.get('cores')})"
+    lines = [f"ferkit bench: model {r.model}, detector {r.detector}, ONNX Runtime threads {threads}",
+             f"{r.photos} photos, {r.faces} faces, each photo run {r.repeat}x alone (median taken), after a warm-up",
+             "", f"{'stage':<22}{'ms/photo':>10}{'share':>8}"]
+    total = sum(r.stage_ms.values()) or 1.0
+    for s in STAGES:
+        lines.append(f"{STAGE_NAMES[s]:<22}{r.stage_ms[s]:>10.1f}{100 * r.stage_ms[s] / total:>7.0f}%")
+    lines.append(f"{'sum of stages':<22}{sum(r.stage_ms.values()):>10.1f}")
+    lines += ["", f"{'end to end, per photo':<22}{'p50':>10}{'p90':>10}{'mean':>10}{'max':>10}",
+              (f"{'ms':<22}{r.photo_ms['p50']:>10.1f}{r.photo_ms['p90']:>10.1f}{r.photo_ms['mean']:>10.1f}"
+               f"{r.photo_ms['max']:>10.1f}"),
+              "",
+              f"one photo per call:  {r.images_per_s:8.1f} photos/s  {r.faces_per_s:8.1f} faces/s",
+              (f"folder (batches of {r.folder['images_per_batch']} images): {r.folder['images_per_s']:8.1f} photos/s"
+               f"  {r.folder['faces_per_s']:8.1f} faces/s"), "",
+              f"{'classification only':<22}{'batch':>8}{'ms/batch':>12}{'faces/s':>12}"]
+    for c in r.classify:
+        lines.append(f"{'':<22}{c['batch']:>8d}{c['ms_per_batch']:>12.2f}{c['faces_per_s']:>12.0f}")
+    lines.append("(classification = preprocessing + ONNX Runtime + softmax on real face crops)")
+    return "\n".join(lines)
