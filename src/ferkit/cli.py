@@ -115,15 +115,12 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
     A photo's score is the mean over its faces of P(--by), each face weighted by --weight; photos without faces
     rank last with no score. See ferkit.rank.photo_score for the formula.
     """
-    from tqdm import tqdm
-
     from ferkit.rank import rank_paths
     from ferkit.recognizer import Recognizer
 
     recognizer = Recognizer(model, detector, min_face=min_face)
     summary = rank_paths(list(paths), recognizer, out, by=by, weight=weight, top=top, columns=columns,
-                         annotated=annotated,  # tqdm.write: the line is not glued to the progress bar
-                         on_error=lambda msg: tqdm.write(f"skipped {msg}", file=sys.stderr))
+                         annotated=annotated, on_error=_report_skip)
     for p in summary.ranking[:top]:
         score = "   -  " if p.score is None else f"{p.score:.3f}"
         n = len(p.result.faces)
@@ -284,13 +281,16 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
 @click.option("--crop-margin", type=float, default=0.2, show_default=True,
               help="For --crop-policy margin: fraction of the box added on every side (see benchmarks/crop_framing.py).")
 @click.option("--no-evaluate", is_flag=True, help="Skip measuring the recipe's test split into the card.")
+@click.option("--quantize", type=click.Choice(["int8"]), help="Static int8 quantisation calibrated on training images "
+              "(about 3x faster on CPU, 4x smaller; the card records fp32 and int8 scores).")
 def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: str, crop_margin: float,
-               no_evaluate: bool) -> None:
+               no_evaluate: bool, quantize: str | None) -> None:
     """Export a training run to a model package (ONNX + card), checking ONNX/torch parity."""
     from ferkit.train.export_run import export_run
 
     command = "ferkit export " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    card = export_run(run, out, which, name, crop_policy, crop_margin, evaluate=not no_evaluate, command=command)
+    card = export_run(run, out, which, name, crop_policy, crop_margin, evaluate=not no_evaluate, command=command,
+                      quantize=quantize)
     click.echo(f"wrote {out}: {card.parameters:,} parameters, ONNX parity max abs diff "
                f"{card.training['onnx_parity_max_abs_diff']:.2e}")
     if card.metrics:

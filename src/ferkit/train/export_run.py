@@ -7,13 +7,16 @@ The card's metrics are measured here on the exported ONNX graph (not the torch m
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from ferkit import __version__
 from ferkit.labels import space
-from ferkit.models.package import ModelCard, write_card
+from ferkit.models.package import ModelCard, read_card, write_card
+from ferkit.models.quantize import quantize_package
 from ferkit.train.loop import NORM_MEAN, NORM_STD, RunPaths, load_run_model
 
 
@@ -40,8 +43,13 @@ def _training_summary(run: Path) -> dict[str, Any]:
 
 def export_run(run: str | Path, out: str | Path, which: str = "best", name: str | None = None,
                crop_policy: str = "margin", crop_margin: float = 0.2, evaluate: bool = True,
-               command: str = "") -> ModelCard:
-    """Export ``run``'s best (or last) weights to a package at ``out``; evaluate on the recipe's test data."""
+               command: str = "", quantize: str | None = None, calibration_n: int = 1024) -> ModelCard:
+    """Export ``run``'s best (or last) weights to a package at ``out``; evaluate on the recipe's test data.
+
+    With ``quantize='int8'`` the fp32 graph is exported to a temporary folder, evaluated there (its metrics go to
+    ``card.training['fp32_metrics']``), and statically quantised into ``out`` with ``calibration_n`` training crops;
+    the card's ``metrics`` are then those of the int8 graph that ships.
+    """
     from ferkit.models.export import check_parity, export_onnx
 
     run, out = Path(run), Path(out)
@@ -70,12 +78,38 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", name: str 
         },
         ferkit_version=__version__,
     )
-    graph = export_onnx(model, card, out)
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be int8 or None, not {quantize!r}")
+    fp32_dir = Path(tempfile.mkdtemp(prefix="ferkit-fp32-")) / out.name if quantize else out
+    graph = export_onnx(model, card, fp32_dir)
     card.training["onnx_parity_max_abs_diff"] = float(check_parity(model, graph))
-    if evaluate and cfg.data.test:
-        card.metrics = evaluate_card_metrics(out, cfg.data.test[0].path, cfg.data.test[0].split)
+    test = cfg.data.test[0] if evaluate and cfg.data.test else None
+    if quantize:
+        if test:
+            fp32 = evaluate_card_metrics(fp32_dir, test.path, test.split)
+            card.training["fp32_metrics_before_quantization"] = {k: v for k, v in fp32.items() if "command" not in k}
+        write_card(fp32_dir, card)
+        crops = _calibration_crops(cfg, calibration_n)
+        quantize_package(fp32_dir, out, crops, f"int8 static QDQ (per-channel weights, MinMax activations), calibrated "
+                                               f"on {len(crops)} random {cfg.data.train[0].split} images")
+        card.training["quantization"] = read_card(out).training["quantization"]
+        shutil.rmtree(fp32_dir.parent, ignore_errors=True)
+    if test:
+        card.metrics = evaluate_card_metrics(out, test.path, test.split)
     write_card(out, card)
     return card
+
+
+def _calibration_crops(cfg, n: int) -> list:
+    """``n`` training images chosen with the recipe's seed (decoded as the model's input channels)."""
+    import random
+
+    from ferkit.data import decode, open_dataset
+
+    source = cfg.data.train[0]
+    entries = open_dataset(source.path, cfg.data.ferplus_mode).split(source.split)
+    chosen = random.Random(cfg.seed).sample(entries, min(n, len(entries)))
+    return [s.image for s in decode(chosen, "gray" if cfg.data.channels == 1 else "rgb")]
 
 
 def evaluate_card_metrics(package: Path, data: str, split: str | None) -> dict[str, Any]:

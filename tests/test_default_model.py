@@ -1,0 +1,36 @@
+"""The shipped default model: its card's numbers are reproduced by a fresh `ferkit evaluate`."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from ferkit.cli import main
+from ferkit.models.package import WEIGHTS_DIR, read_card
+
+
+@pytest.fixture(scope="module")
+def card():
+    if not (WEIGHTS_DIR / "default" / "card.json").exists():
+        pytest.fail("the default model package is missing from src/ferkit/weights/default")
+    return read_card(WEIGHTS_DIR / "default")
+
+
+def test_default_package_is_small_and_documented(card):
+    size = sum(f.stat().st_size for f in (WEIGHTS_DIR / "default").iterdir())
+    assert size < 8_000_000
+    assert card.labels == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    for key in ("recipe", "command", "commit", "epochs", "cpu_seconds_wall"):
+        assert card.training.get(key), key
+    assert card.metrics["split"] == "PrivateTest" and card.metrics["n"] == 3589
+
+
+def test_card_metrics_match_a_fresh_evaluate(card, fer2013, tmp_path):
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(main, ["evaluate", str(fer2013), "--split", "PrivateTest", "--model", "default",
+                                       "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["n"] == card.metrics["n"]
+    assert round(report["accuracy"], 4) == card.metrics["accuracy"]
+    assert round(report["macro_f1"], 4) == card.metrics["macro_f1"]
