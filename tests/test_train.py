@@ -183,13 +183,13 @@ def test_head_phase_freezes_backbone_then_last_n_trains_only_the_last_blocks(tmp
         raise AssertionError(key)
 
     params = {n for n, _ in model.named_parameters()}
-    for key in initial:
+    for key, value in initial.items():
         o = owner(key)
         if o == "head":
             if key in params:
-                assert not torch.equal(initial[key], after1[key]), f"head {key} did not learn in phase 1"
+                assert not torch.equal(value, after1[key]), f"head {key} did not learn in phase 1"
         else:  # the backbone, weights and BatchNorm statistics alike, is untouched by the head phase
-            assert torch.equal(initial[key], after1[key]), f"backbone {key} changed in the head phase"
+            assert torch.equal(value, after1[key]), f"backbone {key} changed in the head phase"
         if o == "head" or o >= len(blocks) - 2:
             continue
         assert torch.equal(after1[key], after2[key]), f"frozen {key} changed in phase 2"
@@ -213,7 +213,7 @@ def test_resume_exactly_at_and_after_the_phase_boundary(tmp_path, small_fer_tree
         assert len((run / "metrics.csv").read_text().splitlines()) == stop + 1
         fit(cfg, run, resume=True, progress=False)
         _same_weights(tmp_path / "reference", run)
-        assert (tmp_path / "reference" / "metrics.csv").read_text() .splitlines()[-1].split(",")[:7] == \
+        assert (tmp_path / "reference" / "metrics.csv").read_text().splitlines()[-1].split(",")[:7] == \
             (run / "metrics.csv").read_text().splitlines()[-1].split(",")[:7]
 
 

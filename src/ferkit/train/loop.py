@@ -3,6 +3,9 @@
 Exactness: all randomness of epoch k (shuffle, augmentation, dropout) is seeded from (seed, k), and the checkpoint
 written at the end of each epoch holds everything else (weights, BN statistics, optimiser, scheduler, history). A
 run killed mid-epoch restarts that epoch from the last checkpoint and follows the same path as an unkilled run.
+Phased recipes (head first, then more of the net) add the phase, the epochs done in it and whether it has ended to
+the checkpoint; a phase's optimiser and schedule are built when it starts, so resuming at a boundary starts the next
+phase exactly as an uninterrupted run does. Metrics rows carry the (1-based) phase.
 """
 
 from __future__ import annotations
