@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from pathlib import Path
 
 import cv2
@@ -68,7 +69,8 @@ def main() -> None:
         pred = runtime.predict_proba(crops).argmax(1)
         rows.append({"policy": policy, "margin": margin, "accuracy": float((pred == truth_idx).mean()),
                      "agreement": float((pred == direct).mean())})
-    result = {"command": "python benchmarks/crop_framing.py", "model": runtime.card.name, "detector": args.detector,
+    command = "python benchmarks/crop_framing.py " + " ".join(sys.argv[1:])
+    result = {"command": command.strip(), "model": runtime.card.name, "detector": args.detector,
               "sampled": len(sample), "detected": len(truths), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")

@@ -30,9 +30,11 @@ class Face:
 
     @property
     def group(self) -> str:
-        """positive / neutral / negative, from the summed probabilities of each group (not just the top label)."""
-        grouped = map_scores(self.scores, "3")
-        return max(grouped, key=grouped.__getitem__)
+        """positive / neutral / negative: the group of the top emotion, so a face shown as 'happy' is positive.
+
+        ``group_scores`` has the summed probability of each group (what `evaluate --grouping 3` scores by).
+        """
+        return GROUP_OF[self.emotion]
 
     @property
     def group_scores(self) -> dict[str, float]:
