@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def main() -> None:
     setup = (f"batch {args.batch}, {args.steps} timed steps after one warm-up, torch {torch.__version__}, "
              f"{torch.get_num_threads()} threads")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python benchmarks/train_speed.py", "setup": setup, "rows": rows},
+    command = " ".join(["python benchmarks/train_speed.py", *sys.argv[1:]])
+    args.out.write_text(json.dumps({"command": command, "setup": setup, "rows": rows},
                                    indent=2) + "\n")
 
 
