@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 
 from ferkit.annotate import annotate
+from ferkit.io import atomic_write
 from ferkit.recognizer import Recognizer, iter_image_paths
 from ferkit.results import CSV_BASE_COLUMNS, ImageResult
 
@@ -50,12 +51,6 @@ def _read_journal(path: Path) -> dict[str, dict]:
     return done
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def write_csv(path: Path, results: Iterable[ImageResult], labels: list[str]) -> None:
     """One row per face, a column per emotion (atomic)."""
     def write(tmp: Path) -> None:
@@ -64,12 +59,12 @@ def write_csv(path: Path, results: Iterable[ImageResult], labels: list[str]) -> 
             w.writeheader()
             for r in results:
                 w.writerows(r.rows())
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def write_json(path: Path, results: Iterable[ImageResult]) -> None:
     payload = [r.to_dict() for r in results]
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
 
 
 def _annotated_name(path: Path, roots: list[Path]) -> str:
@@ -123,7 +118,7 @@ def analyze_paths(paths: list[str], recognizer: Recognizer, out: str | os.PathLi
                 ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(annotate(image, result), cv2.COLOR_RGB2BGR),
                                         [cv2.IMWRITE_JPEG_QUALITY, 90])
                 if ok:
-                    _atomic_write(target, lambda tmp: tmp.write_bytes(jpeg.tobytes()))
+                    atomic_write(target, lambda tmp: tmp.write_bytes(jpeg.tobytes()))
             rec = result.to_dict()
             rec["file_key"] = _file_key(Path(result.source))
             journal.write(json.dumps(rec) + "\n")

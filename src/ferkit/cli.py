@@ -38,14 +38,11 @@ def _report_skip(message: str) -> None:
 
 def _write_json_atomic(path: str, payload: dict) -> None:
     import json
-    import os
 
-    tmp = f"{path}.tmp"
+    from ferkit.io import atomic_write
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
 
 
 @main.command()

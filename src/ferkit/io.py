@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,19 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 class ImageError(ValueError):
     """An input that cannot be used as an image, with a one-line reason that names the file."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a sibling temporary path, then rename it over ``path``.
+
+    A crash or kill mid-write leaves the previous file (or none), never half of one: every output ferkit writes
+    (results, reports, checkpoints, model packages) goes through here.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+    return path
 
 
 def is_image_path(path: str | os.PathLike) -> bool:

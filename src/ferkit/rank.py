@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.analyze import AnalyzeSummary, _atomic_write, analyze_paths
+from ferkit.analyze import AnalyzeSummary, analyze_paths
+from ferkit.io import atomic_write
 from ferkit.annotate import GROUP_COLOURS
 from ferkit.labels import VALENCE_3, try_canonical
 from ferkit.recognizer import Recognizer, iter_image_paths
@@ -123,7 +124,7 @@ def write_ranking_csv(path: Path, ranking: Sequence[RankedPhoto]) -> None:
             w = csv.DictWriter(f, fieldnames=RANKING_COLUMNS)
             w.writeheader()
             w.writerows(p.row() for p in ranking)
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _thumbnail(photo: RankedPhoto, cell: int) -> np.ndarray:
@@ -177,7 +178,7 @@ def write_contact_sheet(path: Path, sheet: np.ndarray) -> None:
     ok, data = cv2.imencode(ext, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise OSError(f"{path}: could not encode the contact sheet")
-    _atomic_write(path, lambda tmp: tmp.write_bytes(data.tobytes()))
+    atomic_write(path, lambda tmp: tmp.write_bytes(data.tobytes()))
 
 
 @dataclass

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ferkit.io import atomic_write
 from ferkit.models.package import GRAPH_NAME, ModelCard, PackageError, write_card
 
 OPSET = 18
@@ -50,13 +51,12 @@ def export_onnx(model: nn.Module, card: ModelCard, out_dir: str | os.PathLike) -
         if logits.ndim != 2 or logits.shape[1] != len(card.labels):
             raise PackageError(f"model outputs shape {tuple(logits.shape)} but the card lists {len(card.labels)} "
                                f"labels {card.labels}")
-        tmp = out / (GRAPH_NAME + ".tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(net, (x,), str(tmp), input_names=["input"], output_names=["logits"],
-                              dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True,
-                              external_data=False, opset_version=OPSET, verbose=False)
-        os.replace(tmp, out / GRAPH_NAME)
+            atomic_write(out / GRAPH_NAME, lambda tmp: torch.onnx.export(
+                net, (x,), str(tmp), input_names=["input"], output_names=["logits"],
+                dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False,
+                opset_version=OPSET, verbose=False))
     finally:
         model.train(was_training)
     if not card.parameters:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ferkit.io import atomic_write
 from ferkit.labels import canonical
 
 CARD_NAME = "card.json"
@@ -62,11 +63,7 @@ class ModelCard:
 
 def write_card(folder: str | os.PathLike, card: ModelCard) -> Path:
     """Write ``card.json`` atomically (a crash never leaves a half-written card beside a graph)."""
-    path = Path(folder) / CARD_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(card.to_json())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(Path(folder) / CARD_NAME, lambda tmp: tmp.write_text(card.to_json()))
 
 
 def read_card(folder: str | os.PathLike) -> ModelCard:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.io import atomic_write
 from ferkit.models.package import GRAPH_NAME, read_card, write_card
 from ferkit.runtime import ModelRuntime
 
@@ -41,11 +42,9 @@ def quantize_package(package: str | os.PathLike, out: str | os.PathLike, calibra
     runtime = ModelRuntime(src)
     prepared = out / "prepared.onnx"
     quant_pre_process(str(src / GRAPH_NAME), str(prepared))
-    tmp = out / (GRAPH_NAME + ".tmp")
-    quantize_static(str(prepared), str(tmp), _CropReader(runtime, calibration), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax)
-    os.replace(tmp, out / GRAPH_NAME)
+    atomic_write(out / GRAPH_NAME, lambda tmp: quantize_static(
+        str(prepared), str(tmp), _CropReader(runtime, calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax))
     prepared.unlink(missing_ok=True)
     card = read_card(src)
     card.name = out.name

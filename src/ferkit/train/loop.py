@@ -14,7 +14,6 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ferkit.io import atomic_write
 from ferkit.labels import space
 from ferkit.models.registry import build_model
 from ferkit.train.augment import augment_batch, mix_batch
@@ -65,12 +65,6 @@ class RunPaths:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.csv"
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def normalise(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -179,7 +173,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
     recipe_text = yaml.safe_dump(json.loads(json.dumps(cfg.to_dict())), sort_keys=False)
     if resume and paths.recipe.exists() and not _same_recipe(paths.recipe.read_text(), cfg, str(paths.recipe)):
         raise ValueError(f"{paths.recipe} differs from the recipe given; resume needs the same recipe")
-    _atomic(paths.recipe, lambda p: p.write_text(recipe_text))
+    atomic_write(paths.recipe, lambda p: p.write_text(recipe_text))
 
     torch.manual_seed(cfg.seed)
     model = build_from_config(cfg).to(device)
@@ -314,14 +308,14 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
             stop_early = bool(patience) and since_best >= patience
             phase_done = phase_epoch >= phase.epochs or stop_early
             weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-            _atomic(paths.last_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch)}))
+            atomic_write(paths.last_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch)}))
             if improved:
-                _atomic(paths.best_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch)}))
+                atomic_write(paths.best_weights, lambda p: save_file(weights, str(p), metadata={"epoch": str(epoch)}))
             ckpt = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict() if sched is not None else {},
                     "epoch": epoch, "best": best, "since_best": since_best, "history": history,
                     "phase": phase_idx, "phase_epoch": phase_epoch, "phase_best": phase_best,
                     "phase_done": phase_done}
-            _atomic(paths.state, lambda p: torch.save(ckpt, p))
+            atomic_write(paths.state, lambda p: torch.save(ckpt, p))
             _write_metrics(paths.metrics, history)
             tqdm.write(f"epoch {epoch}/{total_epochs}{where} train_loss {row['train_loss']:.4f} "
                        f"train_acc {row['train_accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
@@ -341,7 +335,7 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
             w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
             w.writeheader()
             w.writerows(history)
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def load_run_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, TrainConfig]:
