@@ -189,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         out, rec = run_ferkit(files, a.model, det, a.threads, a.repeat)
         first_rec = first_rec or rec
         card = rec.runtime.card
-        classifier = f"{card.name} ({card.parameters / 1e6:.2f}M params, {card.input_size}x{card.input_size})"
+        tta = "flip TTA" if rec.runtime.tta == "flip" else "single crop"
+        classifier = (f"{card.name} ({card.parameters / 1e6:.2f}M params, {card.input_size}x{card.input_size}, "
+                      f"{tta})")
         rows.append({"tool": "ferkit", "label": f"ferkit ({det})", "detector": out["detector"],
                      "classifier": classifier, "summary": summarise(out["per_photo"]), **out})
     print(f"fer on {len(files)} photos...", file=sys.stderr)
@@ -217,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "photos": len(files), "photos_dir": photos_dir, "threads": a.threads, "repeat": a.repeat,
-        "rows": rows, "ferkit_model": f"{card.name} ({card.parameters / 1e6:.2f}M params)",
+        "rows": rows, "ferkit_model": f"{card.name} ({card.parameters / 1e6:.2f}M params, "
+                                      f"{'flip TTA' if first_rec.runtime.tta == 'flip' else 'single crop'})",
         "ferkit_classify": ferkit_classify, "fer_classify": fer["classify"],
         "aims": {"speedup": speedup, "speedup_met": speedup >= AIM_SPEEDUP, "classify_faces_s": best["faces_per_s"],
                  "classify_batch": best["batch"], "classify_met": best["faces_per_s"] > AIM_CLASSIFY_FACES_S},

@@ -56,7 +56,8 @@ def _write_json_atomic(path: str, payload: dict) -> None:
 @click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
 @click.option("--min-face", type=int, default=0, show_default=True, help="Ignore faces smaller than this (pixels).")
 @click.option("--max-faces", type=int, help="Keep only the N largest faces per image.")
-@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True)
+@click.option("--tta", type=click.Choice(["none", "flip"]), default="flip", show_default=True,
+              help="flip: average each face with its mirror image (more accurate, ~2 ms per photo).")
 def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_out: str | None, no_annotate: bool,
             model: str, detector: str, min_face: int, max_faces: int | None, tta: str) -> None:
     """Find every face in images and folders and classify its emotion."""

@@ -39,11 +39,13 @@ class Recognizer:
 
     model: a shipped model name ('default') or a package folder. detector: 'auto', 'dlib', 'haar', 'mediapipe' or
     a Detector. min_face: ignore faces whose box is smaller than this many pixels on its shorter side. max_faces:
-    keep only the largest N faces of each image. tta: 'flip' averages each face with its mirror image.
+    keep only the largest N faces of each image. tta: 'flip' (default) averages each face with its mirror image:
+    on FER2013 PrivateTest it adds 1.6 points of accuracy to the default model (docs/BENCHMARKS.md) for about 2 ms
+    per photo, next to ~55 ms of face detection; 'none' classifies the crop alone.
     """
 
     def __init__(self, model: str | os.PathLike = "default", detector: str | object = "auto", min_face: int = 0,
-                 max_faces: int | None = None, tta: str = "none", threads: int | None = None,
+                 max_faces: int | None = None, tta: str = "flip", threads: int | None = None,
                  images_per_batch: int = 16) -> None:
         self.runtime = ModelRuntime(model, threads=threads, tta=tta)
         self.detector = get_detector(detector)
