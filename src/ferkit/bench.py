@@ -67,13 +67,10 @@ def machine_info() -> dict[str, str | int | None]:
 
 def face_crops(recognizer: Recognizer, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """The crops the model sees for every face in the images (cropped as the model card asks)."""
-    from ferkit.faces import crop_face
+    from ferkit.faces import detect_and_crop
 
-    crops = []
-    for image in images:
-        for det in recognizer.detector.detect(image):
-            crops.append(crop_face(image, det, **recognizer.crop_args))
-    return crops
+    return [crop for image in images
+            for crop in detect_and_crop(image, recognizer.detector, **recognizer.crop_args)[1]]
 
 
 def classify_throughput(runtime, crops: Sequence[np.ndarray], batch: int, min_seconds: float = 1.0,

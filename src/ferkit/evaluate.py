@@ -163,9 +163,10 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
 
     if faces not in FACES_MODES:
         raise ValueError(f"faces must be one of {FACES_MODES}, not {faces!r}")
-    runtime = ModelRuntime(model, tta=tta)
     recognizer = None
-    if faces != "none":
+    if faces == "none":
+        runtime = ModelRuntime(model, tta=tta)
+    else:
         from ferkit.recognizer import Recognizer
 
         recognizer = Recognizer(model, detector, tta=tta)

@@ -76,7 +76,7 @@ def dataset_stats(path: str | Path, check_images: bool = True) -> DatasetStats:
     stats = DatasetStats(str(path), dataset.kind, _count(dataset), sizes, modes, problems, dataset.ignored)
     if is_ferplus_folder(path):
         for mode in FERPLUS_LABEL_MODES:
-            d = open_dataset(path, mode)
+            d = dataset if mode == "plurality" else open_dataset(path, mode)
             stats.protocols[mode] = {"included": _count(d), "excluded": d.ignored}
     return stats
 
