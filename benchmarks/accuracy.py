@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from ferkit.evaluate import evaluate_dataset
@@ -25,7 +26,11 @@ def measure(model: str, data: Path, split: str) -> dict:
     row = {"model": card.name, "architecture": card.architecture, "parameters": card.parameters,
            "size_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 2),
            "epochs": card.training.get("epochs"), "train_seconds": card.training.get("cpu_seconds_wall"),
-           "data": str(os.path.relpath(data, HERE.parent)), "split": split}
+           "data": str(os.path.relpath(data, HERE.parent)), "split": split,
+           "recipe": card.training.get("recipe", {}).get("name")}
+    init = card.training.get("init") or {}
+    if init.get("epochs"):  # a warm restart: the run it started from trained first
+        row.update(init_epochs=init["epochs"], init_train_seconds=init.get("cpu_seconds_wall"))
     for tta in ("none", "flip"):
         r = evaluate_dataset(data, folder, split, tta=tta)
         prefix = "" if tta == "none" else "flip_"
@@ -45,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     rows = [measure(m, args.data, args.split) for m in (args.model or shipped_models())]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": "python benchmarks/accuracy.py", "rows": rows}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"command": " ".join(["python benchmarks/accuracy.py", *sys.argv[1:]]), "rows": rows}, indent=2) + "\n")
     for r in rows:
         print(f"{r['model']}: accuracy {r['accuracy']:.4f} (flip TTA {r['flip_accuracy']:.4f}), "
               f"macro-F1 {r['macro_f1']:.4f}, n={r['n']}")

@@ -31,8 +31,12 @@ def accuracy_section() -> list[str]:
              "| macro-F1 | top-2 | n |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["rows"]:
         minutes = f"{r['train_seconds'] / 60:.0f} min" if r.get("train_seconds") else "-"
+        epochs = r.get("epochs") or "-"
+        if r.get("init_epochs"):  # warm restart: the starting run's epochs and time come first
+            epochs = f"{r['init_epochs']} + {epochs}"
+            minutes = f"{(r.get('init_train_seconds') or 0) / 60:.0f} + {minutes}"
         lines.append(f"| {r['model']} | {r['architecture']} | {r['parameters'] / 1e6:.2f}M | {r['size_mb']} | "
-                     f"{r.get('epochs') or '-'} | {minutes} | {r['accuracy']:.4f} | {r['flip_accuracy']:.4f} | "
+                     f"{epochs} | {minutes} | {r['accuracy']:.4f} | {r['flip_accuracy']:.4f} | "
                      f"{r['macro_f1']:.4f} | {r['top2_accuracy']:.4f} | {r['n']} |")
     lines += ["", "Per-class F1 (single crop):", "",
               "| model | " + " | ".join(data["rows"][0]["per_class_f1"]) + " |",

@@ -118,6 +118,24 @@ class PhaseConfig:
             raise ConfigError(f"phase last_n: {self.last_n} only applies with train: last_n (got train: {self.train})")
 
 
+@dataclass
+class DistillConfig:
+    """Knowledge distillation (:mod:`ferkit.train.distill`): the training target of each image becomes
+    ``weight * teacher + (1 - weight) * label``, where ``teacher`` is a model package's probabilities at
+    ``temperature`` (averaged over the image and its mirror with ``flip``)."""
+
+    teacher: str
+    weight: float = 0.5
+    temperature: float = 2.0
+    flip: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ConfigError(f"distill weight must be within [0, 1], not {self.weight!r}")
+        if self.temperature <= 0:
+            raise ConfigError(f"distill temperature must be > 0, not {self.temperature!r}")
+
+
 MONITORS = ("accuracy", "macro_f1", "loss")
 
 
@@ -139,6 +157,10 @@ class TrainConfig:
     monitor: str = "accuracy"
     early_stopping_patience: int | None = None
     eval_batch_size: int = 512
+    init: str | None = None
+    """Start from these weights instead of a random init: a run folder (its best weights) or a .safetensors file
+    (warm restarts: a second schedule on a trained model). A resumed run loads its own checkpoint instead."""
+    distill: DistillConfig | None = None
 
     def __post_init__(self) -> None:
         if self.phases and self.epochs is not None:
@@ -186,8 +208,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
             items = value if isinstance(value, list) else [value]
             values[name] = [DataSource(path=v) if isinstance(v, str) else _build(DataSource, v, f"{where}.{name}")
                             for v in items]
-        elif sub is not None:
-            values[name] = _build(sub, value, f"{where}.{name}")
+        elif sub is not None:  # a null section (``distill: null`` in a saved recipe) means "not set"
+            values[name] = None if value is None else _build(sub, value, f"{where}.{name}")
         elif isinstance(value, list) and name in ("scale", "erase_area"):
             values[name] = tuple(value)
         else:
@@ -208,6 +230,7 @@ _NESTED: dict[tuple[type, str], type] = {
     (TrainConfig, "loss"): LossConfig,
     (TrainConfig, "augment"): AugmentConfig,
     (TrainConfig, "phases"): PhaseConfig,
+    (TrainConfig, "distill"): DistillConfig,
     (DataConfig, "train"): DataSource,
     (DataConfig, "val"): DataSource,
     (DataConfig, "test"): DataSource,

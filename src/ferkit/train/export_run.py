@@ -41,6 +41,18 @@ def _training_summary(run: Path) -> dict[str, Any]:
     }
 
 
+def _chain_summary(cfg) -> dict[str, Any]:
+    """For a warm-started run (``init: RUN``): the starting run's own summary and the training time of the chain,
+    so a card tells how much training the weights really had. Empty when the run started from scratch."""
+    if not cfg.init:
+        return {}
+    init = Path(cfg.init)
+    if not RunPaths(init).metrics.exists():
+        return {"init": {"weights": cfg.init}}
+    before = _training_summary(init)
+    return {"init": {"run": cfg.init, **before}}
+
+
 def export_run(run: str | Path, out: str | Path, which: str = "best", name: str | None = None,
                crop_policy: str = "margin", crop_margin: float = 0.2, evaluate: bool = True,
                command: str = "", quantize: str | None = None, calibration_n: int = 1024) -> ModelCard:
@@ -75,6 +87,7 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", name: str 
             "commit": _git_commit(),
             "hardware": "2-core x86_64 CPU (avx512_bf16), bf16 autocast",
             **_training_summary(run),
+            **_chain_summary(cfg),
         },
         ferkit_version=__version__,
     )

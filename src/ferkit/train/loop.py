@@ -191,7 +191,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
     phase_idx, phase_epoch, phase_best, since_best = 0, 0, -math.inf, 0
     state: dict | None = None
 
-    if resume and paths.state.exists():
+    resumed = resume and paths.state.exists()
+    if resumed:
         state = torch.load(paths.state, weights_only=True)
         model.load_state_dict(load_file(paths.last_weights))
         epoch, best, since_best, history = state["epoch"], state["best"], state["since_best"], state["history"]
@@ -202,8 +203,10 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
             phase_idx, phase_epoch, state = phase_idx + 1, 0, None
         tqdm.write(f"resuming {paths.root} after epoch {epoch}")
 
-    targets_onehot = F.one_hot(train.targets, len(labels)).float()
-    train_targets = train.soft if (cfg.data.soft_labels and train.soft is not None) else targets_onehot
+    if not resumed and cfg.init:
+        model.load_state_dict(load_file(_init_weights(cfg.init)))
+        tqdm.write(f"initialised from {cfg.init}")
+    train_targets = _train_targets(cfg, train, paths)
     mode = "min" if cfg.monitor == "loss" else "max"
 
     def summary() -> dict:
@@ -327,6 +330,34 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
                 break
         phase_idx, phase_epoch = phase_idx + 1, 0
     return summary()
+
+
+def _train_targets(cfg: TrainConfig, train: TensorSet, paths: RunPaths) -> torch.Tensor:
+    """Per-sample target distributions (N, classes): one-hot labels, or FER+ votes with ``soft_labels``, mixed
+    with a teacher's probabilities when the recipe distils (:mod:`ferkit.train.distill`)."""
+    targets = F.one_hot(train.targets, len(train.labels)).float()
+    if cfg.data.soft_labels and train.soft is not None:
+        targets = train.soft
+    if cfg.distill is None:
+        return targets
+    from ferkit.train.distill import cached_teacher_probabilities
+
+    d = cfg.distill
+    teacher = cached_teacher_probabilities(paths.root / "teacher_targets.safetensors", d.teacher, train.images,
+                                           train.labels, d.temperature, d.flip)
+    agree = float((teacher.argmax(1) == train.targets).float().mean())
+    tqdm.write(f"distilling from {d.teacher}: teacher agrees with {agree:.1%} of the training labels")
+    return d.weight * teacher + (1 - d.weight) * targets
+
+
+def _init_weights(init: str) -> Path:
+    """The weights file ``init`` names: a run folder's best weights, or a .safetensors file."""
+    p = Path(init)
+    if p.is_dir():
+        p = RunPaths(p).best_weights
+    if not p.is_file():
+        raise FileNotFoundError(f"init {init!r}: no run folder with best.safetensors and no weights file there")
+    return p
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:

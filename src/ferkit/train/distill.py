@@ -1,0 +1,59 @@
+"""Knowledge distillation from a model package: the teacher's softened probabilities become training targets.
+
+Why static targets (computed once on the un-augmented training images) instead of a teacher forward on every
+augmented batch: on two CPU cores a teacher forward costs a third of a training step, so static targets buy ~30%
+more epochs for the same time. With ``flip`` the teacher's targets are the mean over each image and its mirror,
+so the student learns in one crop what the teacher only reaches with flip test-time augmentation.
+
+The teacher is any model package (ONNX + card), so a run is exported first (``ferkit export``). Labels travel by
+name: teacher probabilities are mapped into the student's label space with :func:`ferkit.labels.map_scores`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ferkit.io import atomic_write
+from ferkit.labels import map_scores
+
+
+def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities at temperature T: softmax(logits / T) == p ** (1/T), renormalised."""
+    if temperature <= 0:
+        raise ValueError(f"distillation temperature must be > 0, not {temperature}")
+    p = np.clip(probs.astype(np.float64), 1e-12, None) ** (1.0 / temperature)
+    return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
+def teacher_probabilities(teacher: str, images: torch.Tensor, labels: Sequence[str], temperature: float = 1.0,
+                          flip: bool = True, threads: int | None = None) -> torch.Tensor:
+    """Teacher probabilities (N, len(labels)) in the student's label order for uint8 images (N, C, H, W)."""
+    from ferkit.runtime import ModelRuntime
+
+    runtime = ModelRuntime(teacher, threads=threads, tta="flip" if flip else "none")
+    crops = [img.squeeze(-1) if img.shape[-1] == 1 else img for img in images.permute(0, 2, 3, 1).numpy()]
+    probs = soften(runtime.predict_proba(crops), temperature)
+    if list(runtime.labels) != list(labels):
+        probs = np.array([[m[lab] for lab in labels] for m in
+                          (map_scores(dict(zip(runtime.labels, row)), list(labels)) for row in probs)], np.float32)
+    return torch.from_numpy(probs)
+
+
+def cached_teacher_probabilities(cache: Path, teacher: str, images: torch.Tensor, labels: Sequence[str],
+                                 temperature: float, flip: bool) -> torch.Tensor:
+    """:func:`teacher_probabilities`, stored in the run folder so a resumed run trains on identical targets."""
+    key = {"teacher": str(teacher), "temperature": str(temperature), "flip": str(flip), "n": str(len(images))}
+    if cache.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(cache), "pt") as f:
+            if f.metadata() == key:
+                return load_file(cache)["probs"]
+    probs = teacher_probabilities(teacher, images, labels, temperature, flip)
+    atomic_write(cache, lambda p: save_file({"probs": probs.contiguous()}, str(p), metadata=key))
+    return probs
