@@ -8,7 +8,8 @@ TensorFlow Lite interpreter (one face per invoke). fer creates its interpreter w
 tools the same threads, this script puts an interpreter with ``num_threads=--threads`` into fer's own class-level
 cache (``FER._tflite_interpreter_cache``) before constructing FER, and sets OpenCV's threads.
 
-Prints one JSON object on stdout: per photo the timed ms of each run and the boxes of the warm-up run, plus
+Prints one JSON object on stdout: per photo the timed ms of each run and the boxes of the warm-up run, the seconds
+of each timed pass over all the photos (one call per photo, in order: fer has no batch API), plus
 classification-only throughput of fer's classifier (``FER._classify_emotions``) on its own crops of the photos.
 This file must import nothing from ferkit (fer's environment does not have it).
 """
@@ -68,6 +69,13 @@ def main() -> int:
             crop = gray[y1:y + h + 10 + PADDING, x1:x + w + 10 + PADDING]
             crops.append(cv2.resize(crop, (64, 64)).astype(np.float32) / 127.5 - 1.0)
 
+    folder_seconds = []  # the whole list of photos, one call after another (fer has no batch API)
+    for _ in range(a.repeat):
+        t = time.perf_counter()
+        for path in a.photos:
+            detector.detect_emotions(path)
+        folder_seconds.append(time.perf_counter() - t)
+
     classify = []
     if crops:
         for batch in (int(b) for b in a.batches.split(",")):
@@ -83,7 +91,7 @@ def main() -> int:
 
     json.dump({"fer": fer.__version__, "tensorflow": tf.__version__, "opencv": cv2.__version__,
                "threads": a.threads, "repeat": a.repeat, "load_seconds": load_s, "photos": photos,
-               "classify": classify}, sys.stdout)
+               "folder_seconds": folder_seconds, "classify": classify}, sys.stdout)
     print()
     return 0
 

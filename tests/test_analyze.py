@@ -48,6 +48,29 @@ def test_batches_equal_single_images(recognizer):
             assert a.scores == pytest.approx(b.scores, abs=1e-5)
 
 
+def test_parallel_detection_equals_one_thread(recognizer):
+    """Every photo (group shots included) gives the same faces with several detection threads as with one: each
+    thread has its own dlib detector, because dlib's is not safe to share."""
+    photos = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    serial = Recognizer(detector=recognizer.detector, workers=1)
+    parallel = Recognizer(detector=recognizer.detector, workers=3, images_per_batch=8)
+    if not recognizer.detector.concurrent:
+        assert parallel.workers == 1
+        return
+    assert parallel.workers == 3
+    one, many = serial.analyze(photos), parallel.analyze(photos)
+    assert [r.source for r in many] == [r.source for r in one]
+    assert sum(len(r.faces) for r in one) >= 40
+    for a, b in zip(one, many):
+        assert [f.box for f in a.faces] == [f.box for f in b.faces], a.source
+        assert [f.landmarks for f in a.faces] == [f.landmarks for f in b.faces], a.source
+        for fa, fb in zip(a.faces, b.faces):
+            assert fa.scores == pytest.approx(fb.scores, abs=1e-5)
+    assert parallel.timings["images"] == len(photos) and parallel.timings["detect"] > 0
+    with pytest.raises(ValueError, match="workers"):
+        Recognizer(workers=0)
+
+
 def test_arrays_gray_and_rgba_inputs(recognizer, tmp_path):
     rgb = np.asarray(Image.open(PHOTOS / PORTRAIT).convert("RGB"))
     from_array = recognizer.analyze(rgb)

@@ -183,11 +183,7 @@ def test_bad_input_and_unknown_names():
 
 # ------------------------------------------------------------------------------------- registry and missing packages
 def test_missing_package_gives_one_line_install_hint(monkeypatch):
-    from ferkit.faces import backend_dlib
-
     monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` raise ImportError
-    backend_dlib._hog_detector.cache_clear()
-    backend_dlib._shape_predictor.cache_clear()
     with pytest.raises(DetectorUnavailable) as exc:
         get_detector("dlib")
     msg = str(exc.value)
@@ -199,7 +195,6 @@ def test_missing_package_gives_one_line_install_hint(monkeypatch):
     assert get_detector("auto").name == "haar"
     with pytest.raises(DetectorUnavailable, match=r"pip install 'ferkit\[mediapipe\]'"):
         get_detector("mediapipe")
-    backend_dlib._hog_detector.cache_clear()
 
 
 def test_auto_prefers_dlib_when_installed():

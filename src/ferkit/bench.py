@@ -5,8 +5,8 @@ Three measurements, all with the models and settings a user would run:
 1. per photo (one photo per call, as a server answering requests would): decode, detect, align+crop and classify
    times from the Recognizer's own stage timers, and end-to-end ms per photo (median of ``repeat`` runs of each
    photo; then p50/p90/mean over photos), faces/s end to end;
-2. folder (all photos in one call, faces of 16 images classified per model call, as ``ferkit analyze`` does):
-   images/s and faces/s;
+2. folder (all photos in one call, as ``ferkit analyze`` does: images decoded and detected in parallel threads
+   when the detector allows it, faces of 16 images classified per model call): images/s and faces/s;
 3. classification only: batches of real face crops (the photos' own, repeated to fill the batch) through
    ModelRuntime (preprocessing + ONNX Runtime), faces/s per batch size.
 
@@ -141,7 +141,8 @@ def bench_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, repe
     folder_faces = sum(len(r.faces) for r in recognizer.analyze_iter(files))
     folder_s = time.perf_counter() - t0
     folder = {"seconds": folder_s, "images_per_s": n / folder_s, "faces": folder_faces,
-              "faces_per_s": folder_faces / folder_s, "images_per_batch": recognizer.images_per_batch}
+              "faces_per_s": folder_faces / folder_s, "images_per_batch": recognizer.images_per_batch,
+              "workers": recognizer.workers}
 
     crops = face_crops(recognizer, images)
     if not crops:  # no face anywhere: still measure the model, on centre crops of the photos
@@ -170,7 +171,8 @@ def format_report(r: BenchReport) -> str:
                f"{r.photo_ms['max']:>10.1f}"),
               "",
               f"one photo per call:  {r.images_per_s:8.1f} photos/s  {r.faces_per_s:8.1f} faces/s",
-              (f"folder (batches of {r.folder['images_per_batch']} images): {r.folder['images_per_s']:8.1f} photos/s"
+              (f"folder ({r.folder['workers']} detection threads, {r.folder['images_per_batch']} images per model call): "
+               f"{r.folder['images_per_s']:8.1f} photos/s"
                f"  {r.folder['faces_per_s']:8.1f} faces/s"), "",
               f"{'classification only':<22}{'batch':>8}{'ms/batch':>12}{'faces/s':>12}"]
     for c in r.classify:

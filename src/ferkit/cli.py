@@ -58,13 +58,15 @@ def _write_json_atomic(path: str, payload: dict) -> None:
 @click.option("--max-faces", type=int, help="Keep only the N largest faces per image.")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="flip", show_default=True,
               help="flip: average each face with its mirror image (more accurate, ~2 ms per photo).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Images decoded and detected at once, in threads (default: one per core; detectors that allow it).")
 def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_out: str | None, no_annotate: bool,
-            model: str, detector: str, min_face: int, max_faces: int | None, tta: str) -> None:
+            model: str, detector: str, min_face: int, max_faces: int | None, tta: str, workers: int | None) -> None:
     """Find every face in images and folders and classify its emotion."""
     from ferkit.analyze import analyze_paths, write_csv, write_json
     from ferkit.recognizer import Recognizer
 
-    recognizer = Recognizer(model, detector, min_face=min_face, max_faces=max_faces, tta=tta)
+    recognizer = Recognizer(model, detector, min_face=min_face, max_faces=max_faces, tta=tta, workers=workers)
     summary = analyze_paths(list(paths), recognizer, out, annotated=not no_annotate,
                             on_error=_report_skip)
     if out is None and not json_out:
@@ -106,8 +108,10 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
 @click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
 @click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
 @click.option("--min-face", type=int, default=0, show_default=True, help="Ignore faces smaller than this (pixels).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Images decoded and detected at once, in threads (default: one per core; detectors that allow it).")
 def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str, columns: int, annotated: bool,
-         model: str, detector: str, min_face: int) -> None:
+         model: str, detector: str, min_face: int, workers: int | None) -> None:
     """Rank photos by their faces' expressions (e.g. to pick smiling photos for a photo book).
 
     A photo's score is the mean over its faces of P(--by), each face weighted by --weight; photos without faces
@@ -116,7 +120,7 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
     from ferkit.rank import rank_paths
     from ferkit.recognizer import Recognizer
 
-    recognizer = Recognizer(model, detector, min_face=min_face)
+    recognizer = Recognizer(model, detector, min_face=min_face, workers=workers)
     summary = rank_paths(list(paths), recognizer, out, by=by, weight=weight, top=top, columns=columns,
                          annotated=annotated, on_error=_report_skip)
     for p in summary.ranking[:top]:
@@ -148,8 +152,10 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
 @click.option("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores).")
 @click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
 @click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Images decoded and detected at once, in threads (default: one per core; detectors that allow it).")
 def bench(paths: tuple[str, ...], repeat: int, json_out: str | None, batches: str, min_seconds: float,
-          threads: int | None, model: str, detector: str) -> None:
+          threads: int | None, model: str, detector: str, workers: int | None) -> None:
     """Time each stage (decode, detect, align+crop, classify) on photos, and classification throughput."""
     from ferkit.bench import bench_paths, format_report
     from ferkit.recognizer import Recognizer
@@ -160,7 +166,8 @@ def bench(paths: tuple[str, ...], repeat: int, json_out: str | None, batches: st
         raise ValueError(f"--batches must be comma-separated integers, not {batches!r}") from None
     if not sizes or min(sizes) < 1:
         raise ValueError(f"--batches must be positive integers, not {batches!r}")
-    report = bench_paths(list(paths), Recognizer(model, detector, threads=threads), repeat=repeat, batches=sizes,
+    recognizer = Recognizer(model, detector, threads=threads, workers=workers)
+    report = bench_paths(list(paths), recognizer, repeat=repeat, batches=sizes,
                          min_seconds=min_seconds, progress=True)
     for msg in report.failed:
         click.echo(f"skipped {msg}", err=True)

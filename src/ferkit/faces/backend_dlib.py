@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from functools import lru_cache
+import threading
 
 import numpy as np
 
@@ -42,16 +42,6 @@ def default_predictor_path() -> str | None:
     return None
 
 
-@lru_cache(maxsize=None)
-def _hog_detector():
-    return _import_dlib().get_frontal_face_detector()
-
-
-@lru_cache(maxsize=None)
-def _shape_predictor(path: str):
-    return _import_dlib().shape_predictor(path)
-
-
 class DlibDetector(Detector):
     """dlib HOG frontal face detector (+ 5-point landmarks).
 
@@ -65,6 +55,9 @@ class DlibDetector(Detector):
     """
 
     name = "dlib"
+    concurrent = True
+    """dlib releases the GIL while it scans, but its object_detector is not safe to share between threads (it keeps
+    the scanned image's pyramid in the object), so each thread gets its own detector and shape predictor."""
 
     def __init__(self, max_side: int | None = 1024, upsample: int | None = None, small_side: int = 600,
                  threshold: float = 0.0, landmarks: bool = True, predictor_path: str | None = None) -> None:
@@ -72,8 +65,9 @@ class DlibDetector(Detector):
         self.upsample = upsample
         self.small_side = small_side
         self.threshold = threshold
-        self._detector = _hog_detector()
-        self._predictor = None
+        self._dlib = _import_dlib()
+        self._per_thread = threading.local()
+        self._predictor_path = None
         if landmarks:
             path = predictor_path or default_predictor_path()
             if path is None:
@@ -83,18 +77,28 @@ class DlibDetector(Detector):
                 )
             if not os.path.exists(path):
                 raise DetectorUnavailable(f"detector 'dlib': no such shape predictor file {path}")
-            self._predictor = _shape_predictor(path)
+            self._predictor_path = path
+        self._models()  # load now, so a broken install fails here and not in the first detect
+
+    def _models(self):
+        """This thread's (HOG detector, shape predictor or None)."""
+        models = getattr(self._per_thread, "models", None)
+        if models is None:
+            predictor = self._dlib.shape_predictor(self._predictor_path) if self._predictor_path else None
+            models = self._per_thread.models = (self._dlib.get_frontal_face_detector(), predictor)
+        return models
 
     def _detect(self, rgb: np.ndarray):
         up = self.upsample
         if up is None:
             up = 1 if max(rgb.shape[:2]) < self.small_side else 0
-        rects, scores, _ = self._detector.run(rgb, up, self.threshold)
+        detector, predictor = self._models()
+        rects, scores, _ = detector.run(rgb, up, self.threshold)
         out = []
         for rect, score in zip(rects, scores):
             lms = {}
-            if self._predictor is not None:
-                shape = self._predictor(rgb, rect)
+            if predictor is not None:
+                shape = predictor(rgb, rect)
                 p = [(float(shape.part(i).x), float(shape.part(i).y)) for i in range(shape.num_parts)]
                 if len(p) == 5:
                     lms = {
