@@ -27,15 +27,19 @@ def accuracy_section() -> list[str]:
     lines = ["## FER2013 PrivateTest accuracy of ferkit's models", "",
              f"Measured with `{data['command']}` (ONNX Runtime, CPU). All ferkit models are trained **from scratch, "
              "on CPU** (no pretrained weights), on FER2013 Training with PublicTest for validation.", "",
-             "| model | architecture | params | package MB | epochs | train time | accuracy | flip-TTA accuracy "
-             "| macro-F1 | top-2 | n |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "Epochs and train time of a warm restart (`init:` in its recipe) read *starting run + this run*; "
+             "`default` ships (int8), `default-fp32` is stage 1 of its recipe chain, exported in fp32 as the "
+             "distillation teacher.", "",
+             "| model | recipe | architecture | params | package MB | epochs | train time | accuracy "
+             "| flip-TTA accuracy | macro-F1 | top-2 | n |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["rows"]:
         minutes = f"{r['train_seconds'] / 60:.0f} min" if r.get("train_seconds") else "-"
         epochs = r.get("epochs") or "-"
         if r.get("init_epochs"):  # warm restart: the starting run's epochs and time come first
             epochs = f"{r['init_epochs']} + {epochs}"
             minutes = f"{(r.get('init_train_seconds') or 0) / 60:.0f} + {minutes}"
-        lines.append(f"| {r['model']} | {r['architecture']} | {r['parameters'] / 1e6:.2f}M | {r['size_mb']} | "
+        recipe = f"configs/{r['recipe']}.yaml" if r.get("recipe") else "-"
+        lines.append(f"| {r['model']} | {recipe} | {r['architecture']} | {r['parameters'] / 1e6:.2f}M | {r['size_mb']} | "
                      f"{epochs} | {minutes} | {r['accuracy']:.4f} | {r['flip_accuracy']:.4f} | "
                      f"{r['macro_f1']:.4f} | {r['top2_accuracy']:.4f} | {r['n']} |")
     lines += ["", "Per-class F1 (single crop):", "",
