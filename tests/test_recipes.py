@@ -63,3 +63,5 @@ def test_recipe_runs(recipe, tmp_path):
     stored = yaml.safe_load((out / "recipe.yaml").read_text())
     assert stored["data"]["limit"] == over["limit"] and stored["data"]["val_limit"] == over["val_limit"]
     assert (out / "best.safetensors").exists()
+    for name in ("curves.png", "card.json", "validation/confusion.png"):
+        assert (out / name).exists(), name

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 
 from ferkit.train.augment import AugmentConfig, augment_batch, mix_batch
@@ -49,12 +50,23 @@ def test_tiny_run_writes_a_run_folder(tmp_path, small_fer_tree):
     cfg = config_from_dict(tiny_recipe(small_fer_tree, small_fer_tree, "PublicTest", "PrivateTest", epochs=2,
                                        augment={"mixup_alpha": 0.2, "cutmix_alpha": 1.0},
                                        loss={"label_smoothing": 0.1, "class_weights": "seed004"}))
+    cfg.data.test = cfg.data.val[:1]
     summary = fit(cfg, tmp_path / "run", progress=False)
     assert summary["epochs_done"] == 2
-    for name in ("recipe.yaml", "best.safetensors", "last.safetensors", "metrics.csv", "train_state.pt"):
-        assert (tmp_path / "run" / name).exists(), name
-    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    run = tmp_path / "run"
+    for name in ("recipe.yaml", "best.safetensors", "last.safetensors", "metrics.csv", "train_state.pt",
+                 "curves.png", "card.json", "validation/confusion.png", "validation/confusion_normalized.png",
+                 "test/confusion.png"):
+        assert (run / name).exists(), name
+    assert Image.open(run / "curves.png").size[0] > 500
+    rows = (run / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("epoch,lr,train_loss")
+    # the card scores the best weights: the same validation accuracy as the best epoch's row
+    card = json.loads((run / "card.json").read_text())
+    best_row = max(rows[1:], key=lambda r: float(r.split(",")[5]))
+    assert card["metrics"]["validation"]["accuracy"] == pytest.approx(float(best_row.split(",")[5]), abs=1e-4)
+    assert card["metrics"]["test"]["n"] == card["metrics"]["validation"]["n"] > 0
+    assert card["training"]["epochs"] == 2 and card["labels"] == list(summary["labels"])
     with pytest.raises(FileExistsError):
         fit(cfg, tmp_path / "run", progress=False)
 

@@ -253,7 +253,7 @@ def models() -> None:
               help="Override the recipe's epoch count; with phases, every phase gets this many (1 = smoke run).")
 @click.option("--limit", type=click.IntRange(min=1),
               help="Train on the first N samples of each train source after a seeded shuffle (deterministic).")
-@click.option("--val-limit", type=click.IntRange(min=1), help="The same for each validation source.")
+@click.option("--val-limit", type=click.IntRange(min=1), help="The same for each validation and test source.")
 def train(config: str, out: str | None, resume: bool, device: str, epochs: int | None, limit: int | None,
           val_limit: int | None) -> None:
     """Train a model from a YAML recipe; checkpoints every epoch, --resume continues exactly.
@@ -271,7 +271,7 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
     if val_limit is not None:
         cfg.data.val_limit = val_limit
     run_dir = Path(out) if out else Path("runs") / cfg.name
-    summary = fit(cfg, run_dir, resume=resume, device=device)
+    summary = fit(cfg, run_dir, resume=resume, device=device, command="ferkit train " + " ".join(sys.argv[2:]))
     click.echo(f"run {summary['run']}: {summary['epochs_done']} epochs, best val {cfg.monitor} {summary['best_val']:.4f}")
 
 

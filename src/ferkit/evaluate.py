@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from ferkit.io import atomic_write
 from ferkit.labels import Grouping, grouping as get_grouping
 
 
@@ -130,7 +131,7 @@ def save_confusion_plots(report: dict[str, Any], out_dir: str | os.PathLike, tit
         ax.set_title((title + " " if title else "") + ("(row-normalised)" if fmt != "d" else "(counts)"))
         fig.tight_layout()
         path = out / name
-        fig.savefig(path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
         plt.close(fig)
         written.append(path)
     return written

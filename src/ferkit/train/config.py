@@ -44,7 +44,7 @@ class DataConfig:
     """Keep only the first N training samples of each train source after a shuffle seeded by ``seed`` (smoke runs,
     learning curves; ``ferkit train --limit N``)."""
     val_limit: int | None = None
-    """The same for each validation source (``ferkit train --val-limit N``)."""
+    """The same for each validation and test source (``ferkit train --val-limit N``), which score the run."""
 
     def __post_init__(self) -> None:
         for key in ("limit", "val_limit"):

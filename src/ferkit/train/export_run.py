@@ -53,23 +53,13 @@ def _chain_summary(cfg) -> dict[str, Any]:
     return {"init": {"run": cfg.init, **before}}
 
 
-def export_run(run: str | Path, out: str | Path, which: str = "best", name: str | None = None,
-               crop_policy: str = "margin", crop_margin: float = 0.2, evaluate: bool = True,
-               command: str = "", quantize: str | None = None, calibration_n: int = 1024) -> ModelCard:
-    """Export ``run``'s best (or last) weights to a package at ``out``; evaluate on the recipe's test data.
-
-    With ``quantize='int8'`` the fp32 graph is exported to a temporary folder, evaluated there (its metrics go to
-    ``card.training['fp32_metrics']``), and statically quantised into ``out`` with ``calibration_n`` training crops;
-    the card's ``metrics`` are then those of the int8 graph that ships.
-    """
-    from ferkit.models.export import check_parity, export_onnx
-
-    run, out = Path(run), Path(out)
-    model, cfg = load_run_model(run, which)
-    labels = list(space(cfg.data.labels))
-    card = ModelCard(
-        name=name or out.name,
-        labels=labels,
+def run_card(run: Path, model, cfg, which: str = "best", name: str | None = None, crop_policy: str = "margin",
+             crop_margin: float = 0.2, command: str = "") -> ModelCard:
+    """The card of a run's model: what a package needs to run it (labels, input, normalisation, crop) and how it
+    was trained (recipe, data, command, commit, time, best epoch, the run it started from); no metrics yet."""
+    return ModelCard(
+        name=name or Path(run).name,
+        labels=list(space(cfg.data.labels)),
         input_size=cfg.data.size,
         channels=cfg.data.channels,
         mean=NORM_MEAN,
@@ -85,12 +75,28 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", name: str 
             "data": {k: [vars(s) for s in getattr(cfg.data, k)] for k in ("train", "val", "test")},
             "command": command,
             "commit": _git_commit(),
-            "hardware": "2-core x86_64 CPU (avx512_bf16), bf16 autocast",
-            **_training_summary(run),
+            "hardware": f"2-core x86_64 CPU (avx512_bf16), {cfg.precision}",
+            **_training_summary(Path(run)),
             **_chain_summary(cfg),
         },
         ferkit_version=__version__,
     )
+
+
+def export_run(run: str | Path, out: str | Path, which: str = "best", name: str | None = None,
+               crop_policy: str = "margin", crop_margin: float = 0.2, evaluate: bool = True,
+               command: str = "", quantize: str | None = None, calibration_n: int = 1024) -> ModelCard:
+    """Export ``run``'s best (or last) weights to a package at ``out``; evaluate on the recipe's test data.
+
+    With ``quantize='int8'`` the fp32 graph is exported to a temporary folder, evaluated there (its metrics go to
+    ``card.training['fp32_metrics']``), and statically quantised into ``out`` with ``calibration_n`` training crops;
+    the card's ``metrics`` are then those of the int8 graph that ships.
+    """
+    from ferkit.models.export import check_parity, export_onnx
+
+    run, out = Path(run), Path(out)
+    model, cfg = load_run_model(run, which)
+    card = run_card(run, model, cfg, which, name or out.name, crop_policy, crop_margin, command)
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize must be int8 or None, not {quantize!r}")
     fp32_dir = Path(tempfile.mkdtemp(prefix="ferkit-fp32-")) / out.name if quantize else out

@@ -32,6 +32,7 @@ from ferkit.train.augment import augment_batch, mix_batch
 from ferkit.train.config import TrainConfig
 from ferkit.train.freeze import apply_phase, freeze_batchnorm
 from ferkit.train.optim import build_optimizer, build_scheduler
+from ferkit.train.report import finish_run, save_curves
 from ferkit.train.tensors import TensorSet, load_tensors
 
 NORM_MEAN = 0.5
@@ -97,9 +98,9 @@ def build_from_config(cfg: TrainConfig) -> torch.nn.Module:
                        input_size=cfg.data.size, **cfg.model.args)
 
 
-def _load_split(cfg: TrainConfig, which: str) -> TensorSet:
+def load_split(cfg: TrainConfig, which: str) -> TensorSet:
     sources = [(s.path, s.split) for s in getattr(cfg.data, which)]
-    limit = {"train": cfg.data.limit, "val": cfg.data.val_limit}.get(which)
+    limit = cfg.data.limit if which == "train" else cfg.data.val_limit
     return load_tensors(sources, space(cfg.data.labels), cfg.data.size, cfg.data.channels, cfg.data.ferplus_mode,
                         clahe=cfg.data.clahe, limit=limit, seed=cfg.seed)
 
@@ -158,8 +159,12 @@ def _same_recipe(stored_text: str, cfg: TrainConfig, where: str) -> bool:
 
 
 def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str = "cpu",
-        progress: bool = True, stop_after_epochs: int | None = None) -> dict:
+        progress: bool = True, stop_after_epochs: int | None = None, command: str = "") -> dict:
     """Train ``cfg`` into ``run_dir``; returns the final summary. ``stop_after_epochs`` is for tests of resume.
+
+    Every epoch rewrites ``metrics.csv`` and ``curves.png``; when the last phase ends, the best weights are scored
+    on the validation and test data (:func:`ferkit.train.report.finish_run`: confusion matrices and ``card.json``,
+    whose training command is ``command``).
 
     A recipe with ``phases`` trains them in order (e.g. the head alone, then the last blocks or everything): each
     phase sets which parameters learn (:mod:`ferkit.train.freeze`) and builds its own optimiser and schedule. The
@@ -177,8 +182,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
 
     torch.manual_seed(cfg.seed)
     model = build_from_config(cfg).to(device)
-    train = _load_split(cfg, "train")
-    val = _load_split(cfg, "val")
+    train = load_split(cfg, "train")
+    val = load_split(cfg, "val")
     labels = train.labels
     for problem in train.problems + val.problems:
         tqdm.write(f"skipped {problem.reason}")
@@ -320,6 +325,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
                     "phase_done": phase_done}
             atomic_write(paths.state, lambda p: torch.save(ckpt, p))
             _write_metrics(paths.metrics, history)
+            save_curves(history, paths.root / "curves.png")
             tqdm.write(f"epoch {epoch}/{total_epochs}{where} train_loss {row['train_loss']:.4f} "
                        f"train_acc {row['train_accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
                        f"val_f1 {row['val_macro_f1']:.4f} lr {row['lr']:.2e} {row['seconds']:.0f}s"
@@ -329,6 +335,10 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
                            + (f"; phase {phase_idx + 1} ends" if len(phases) > 1 else ""))
                 break
         phase_idx, phase_epoch = phase_idx + 1, 0
+    if history:
+        scores = finish_run(paths.root, model, cfg, val, cfg.precision, device, command)
+        tqdm.write("best weights: " + ", ".join(f"{split} accuracy {m['accuracy']:.4f}" for split, m in scores.items())
+                   + f"; confusion matrices, curves.png and card.json in {paths.root}")
     return summary()
 
 

@@ -1,0 +1,70 @@
+"""What a run folder shows besides its checkpoints: learning curves, and once training ends, the best weights'
+confusion matrices on the validation (and test) data and a model card with the recipe, the time and the scores.
+
+The card's scores here come from the torch model in the recipe's precision; ``ferkit export`` measures the exported
+ONNX graph again, so a package's card never relies on these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ferkit.io import atomic_write
+
+
+def save_curves(history: list[dict], path: Path) -> Path:
+    """Loss and accuracy per epoch, train vs validation, with phase boundaries marked (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        ax.plot(epochs, [r[f"train_{key}"] for r in history], label="train (augmented)")
+        ax.plot(epochs, [r[f"val_{key}"] for r in history], label="validation")
+        for prev, row in zip(history, history[1:]):
+            if row.get("phase") != prev.get("phase"):
+                ax.axvline(prev["epoch"] + 0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("epoch")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+    return path
+
+
+def finish_run(run: Path, model: torch.nn.Module, cfg, val, precision: str, device: str, command: str = "") -> dict:
+    """Score the run's best weights on its validation and test data, write their confusion matrices
+    (``<split>/confusion*.png``) and the run's ``card.json``; returns the card's metrics by split."""
+    from safetensors.torch import load_file
+
+    from ferkit.evaluate import metrics_report, save_confusion_plots
+    from ferkit.models.package import write_card
+    from ferkit.train.export_run import run_card
+    from ferkit.train.loop import RunPaths, load_split, predict_logits
+
+    model.load_state_dict(load_file(RunPaths(run).best_weights))
+    splits = {"validation": val}
+    if cfg.data.test:
+        splits["test"] = load_split(cfg, "test")
+    metrics = {}
+    for split, data in splits.items():
+        if len(data) == 0:
+            continue
+        probs = torch.softmax(predict_logits(model, data.images, cfg.eval_batch_size, precision, device), 1)
+        truths = [data.labels[i] for i in data.targets.tolist()]
+        report = metrics_report(truths, np.asarray(probs), list(data.labels))
+        save_confusion_plots(report, run / split, title=f"{cfg.name} {split}")
+        metrics[split] = {k: round(float(report[k]), 4) for k in ("accuracy", "macro_f1", "top2_accuracy")}
+        metrics[split]["n"] = report["n"]
+    card = run_card(run, model, cfg, "best", cfg.name, command=command)
+    card.metrics = {**metrics, "measured_with": f"torch, {precision}, best weights (ferkit export re-measures ONNX)"}
+    write_card(run, card)
+    return metrics
