@@ -29,6 +29,11 @@ def main() -> None:
     """ferkit: facial expression recognition — analyze, evaluate, train and export emotion models."""
 
 
+WORKERS = click.option("--workers", type=click.IntRange(min=1),
+                       help="Images decoded and detected at once, in threads (default: one per core; detectors that "
+                            "allow it).")
+
+
 def _report_skip(message: str) -> None:
     """One line per skipped input, printed above any progress bar instead of glued onto it."""
     from tqdm import tqdm
@@ -58,8 +63,7 @@ def _write_json_atomic(path: str, payload: dict) -> None:
 @click.option("--max-faces", type=int, help="Keep only the N largest faces per image.")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="flip", show_default=True,
               help="flip: average each face with its mirror image (more accurate, ~2 ms per photo).")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Images decoded and detected at once, in threads (default: one per core; detectors that allow it).")
+@WORKERS
 def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_out: str | None, no_annotate: bool,
             model: str, detector: str, min_face: int, max_faces: int | None, tta: str, workers: int | None) -> None:
     """Find every face in images and folders and classify its emotion."""
@@ -108,8 +112,7 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
 @click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
 @click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
 @click.option("--min-face", type=int, default=0, show_default=True, help="Ignore faces smaller than this (pixels).")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Images decoded and detected at once, in threads (default: one per core; detectors that allow it).")
+@WORKERS
 def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str, columns: int, annotated: bool,
          model: str, detector: str, min_face: int, workers: int | None) -> None:
     """Rank photos by their faces' expressions (e.g. to pick smiling photos for a photo book).
@@ -152,8 +155,7 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
 @click.option("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores).")
 @click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
 @click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Images decoded and detected at once, in threads (default: one per core; detectors that allow it).")
+@WORKERS
 def bench(paths: tuple[str, ...], repeat: int, json_out: str | None, batches: str, min_seconds: float,
           threads: int | None, model: str, detector: str, workers: int | None) -> None:
     """Time each stage (decode, detect, align+crop, classify) on photos, and classification throughput."""

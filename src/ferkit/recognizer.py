@@ -44,7 +44,7 @@ class Recognizer:
     model: a shipped model name ('default') or a package folder. detector: 'auto', 'dlib', 'haar', 'mediapipe' or
     a Detector. min_face: ignore faces whose box is smaller than this many pixels on its shorter side. max_faces:
     keep only the largest N faces of each image. tta: 'flip' (default) averages each face with its mirror image:
-    on FER2013 PrivateTest it adds 1.6 points of accuracy to the default model (docs/BENCHMARKS.md) for about 2 ms
+    on FER2013 PrivateTest it adds 0.7 points of accuracy to the default model (docs/BENCHMARKS.md) for about 2 ms
     per photo, next to ~55 ms of face detection; 'none' classifies the crop alone. workers: images decoded and
     detected at the same time, in threads (default: one per core), when the detector allows it (dlib does:
     ``Detector.concurrent``); a list or folder then runs ~2x faster on two cores, a single image is unaffected.
