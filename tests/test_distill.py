@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from ferkit.labels import FER2013_7 as FER2013
 from ferkit.runtime import ModelRuntime
 from ferkit.train.config import ConfigError, config_from_dict
-from ferkit.train.distill import soften
+from ferkit.train.distill import cached_teacher_probabilities, soften
 from ferkit.train.loop import fit
 from ferkit.train.tensors import load_tensors
 from tests.conftest import make_linear_onnx
@@ -51,6 +51,10 @@ def test_distillation_targets_are_the_teachers_flip_averaged_probabilities(tmp_p
         expected[:, FER2013.index(label)] = soft[:, j]
     np.testing.assert_allclose(stored.numpy(), expected, atol=1e-5)
     assert float(stored[:, FER2013.index("disgust")].abs().max()) == 0.0
+    # a resumed run reads the same targets back from the run folder
+    cache = tmp_path / "run" / "teacher_targets.safetensors"
+    again = cached_teacher_probabilities(cache, str(teacher), train.images, FER2013, 2.0, True)
+    assert torch.equal(again, stored)
 
 
 def test_init_starts_from_another_runs_weights(tmp_path, small_fer_tree):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ferkit.io import atomic_write
 from ferkit.labels import map_scores
@@ -31,11 +31,11 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 
 def teacher_probabilities(teacher: str, images: torch.Tensor, labels: Sequence[str], temperature: float = 1.0,
-                          flip: bool = True, threads: int | None = None) -> torch.Tensor:
+                          flip: bool = True) -> torch.Tensor:
     """Teacher probabilities (N, len(labels)) in the student's label order for uint8 images (N, C, H, W)."""
     from ferkit.runtime import ModelRuntime
 
-    runtime = ModelRuntime(teacher, threads=threads, tta="flip" if flip else "none")
+    runtime = ModelRuntime(teacher, tta="flip" if flip else "none")
     crops = [img.squeeze(-1) if img.shape[-1] == 1 else img for img in images.permute(0, 2, 3, 1).numpy()]
     probs = soften(runtime.predict_proba(crops), temperature)
     if list(runtime.labels) != list(labels):
@@ -53,7 +53,7 @@ def cached_teacher_probabilities(cache: Path, teacher: str, images: torch.Tensor
 
         with safe_open(str(cache), "pt") as f:
             if f.metadata() == key:
-                return load_file(cache)["probs"]
+                return f.get_tensor("probs")
     probs = teacher_probabilities(teacher, images, labels, temperature, flip)
     atomic_write(cache, lambda p: save_file({"probs": probs.contiguous()}, str(p), metadata=key))
     return probs

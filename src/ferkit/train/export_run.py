@@ -42,15 +42,14 @@ def _training_summary(run: Path) -> dict[str, Any]:
 
 
 def _chain_summary(cfg) -> dict[str, Any]:
-    """For a warm-started run (``init: RUN``): the starting run's own summary and the training time of the chain,
-    so a card tells how much training the weights really had. Empty when the run started from scratch."""
+    """For a warm-started run (``init: RUN``): the starting run's own summary (epochs, time, best epoch), so a card
+    tells how much training the weights really had. Empty when the run started from scratch."""
     if not cfg.init:
         return {}
     init = Path(cfg.init)
     if not RunPaths(init).metrics.exists():
         return {"init": {"weights": cfg.init}}
-    before = _training_summary(init)
-    return {"init": {"run": cfg.init, **before}}
+    return {"init": {"run": cfg.init, **_training_summary(init)}}
 
 
 def run_card(run: Path, model, cfg, which: str = "best", name: str | None = None, crop_policy: str = "margin",

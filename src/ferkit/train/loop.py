@@ -336,7 +336,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
                 break
         phase_idx, phase_epoch = phase_idx + 1, 0
     if history:
-        scores = finish_run(paths.root, model, cfg, val, cfg.precision, device, command)
+        scores = finish_run(paths.root, model, cfg, val, device, command)
         tqdm.write("best weights: " + ", ".join(f"{split} accuracy {m['accuracy']:.4f}" for split, m in scores.items())
                    + f"; confusion matrices, curves.png and card.json in {paths.root}")
     return summary()

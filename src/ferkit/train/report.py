@@ -40,7 +40,7 @@ def save_curves(history: list[dict], path: Path) -> Path:
     return path
 
 
-def finish_run(run: Path, model: torch.nn.Module, cfg, val, precision: str, device: str, command: str = "") -> dict:
+def finish_run(run: Path, model: torch.nn.Module, cfg, val, device: str, command: str = "") -> dict:
     """Score the run's best weights on its validation and test data, write their confusion matrices
     (``<split>/confusion*.png``) and the run's ``card.json``; returns the card's metrics by split."""
     from safetensors.torch import load_file
@@ -58,13 +58,13 @@ def finish_run(run: Path, model: torch.nn.Module, cfg, val, precision: str, devi
     for split, data in splits.items():
         if len(data) == 0:
             continue
-        probs = torch.softmax(predict_logits(model, data.images, cfg.eval_batch_size, precision, device), 1)
+        probs = torch.softmax(predict_logits(model, data.images, cfg.eval_batch_size, cfg.precision, device), 1)
         truths = [data.labels[i] for i in data.targets.tolist()]
         report = metrics_report(truths, np.asarray(probs), list(data.labels))
         save_confusion_plots(report, run / split, title=f"{cfg.name} {split}")
         metrics[split] = {k: round(float(report[k]), 4) for k in ("accuracy", "macro_f1", "top2_accuracy")}
         metrics[split]["n"] = report["n"]
     card = run_card(run, model, cfg, "best", cfg.name, command=command)
-    card.metrics = {**metrics, "measured_with": f"torch, {precision}, best weights (ferkit export re-measures ONNX)"}
+    card.metrics = {**metrics, "measured_with": f"torch, {cfg.precision}, best weights (ferkit export re-measures ONNX)"}
     write_card(run, card)
     return metrics
