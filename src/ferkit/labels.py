@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from ferkit.errors import UserInputError
 
 FER2013_7: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """The FER2013 class order (the csv's ``emotion`` column 0..6)."""
@@ -72,7 +73,7 @@ _ALIASES: dict[str, str] = {
 }
 
 
-class UnknownLabelError(ValueError):
+class UnknownLabelError(UserInputError):
     """A label name that no alias maps to a known emotion."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from ferkit.data.samples import SPLITS, Entry, canonical_split
 from ferkit.io import is_image_path
 from ferkit.labels import FER2013_7, FERPLUS_8, try_canonical
+from ferkit.errors import UserInputError
 
 _FER_NAME = re.compile(r"^(Training|PublicTest|PrivateTest)_", re.IGNORECASE)
 
@@ -27,7 +28,7 @@ FERPLUS_COLUMNS = FERPLUS_8 + ("unknown", "NF")
 FERPLUS_LABEL_MODES = ("majority", "plurality", "soft")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserInputError):
     """A path that is not a dataset ferkit can read, with the reason."""
 
 

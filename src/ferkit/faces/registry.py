@@ -21,9 +21,10 @@ import cv2
 import numpy as np
 
 from ferkit.faces.detection import Detection, make_detection
+from ferkit.errors import MissingExtraError
 
 
-class DetectorUnavailable(ImportError, ValueError):
+class DetectorUnavailable(MissingExtraError, ValueError):
     """A detector backend whose package is not installed (message: one line saying what to pip install)."""
 
 

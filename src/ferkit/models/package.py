@@ -16,13 +16,14 @@ from typing import Any
 
 from ferkit.io import atomic_write
 from ferkit.labels import canonical
+from ferkit.errors import UserInputError
 
 CARD_NAME = "card.json"
 GRAPH_NAME = "model.onnx"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
-class PackageError(ValueError):
+class PackageError(UserInputError):
     """A model package that is missing, incomplete or inconsistent."""
 
 

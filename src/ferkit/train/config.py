@@ -13,9 +13,10 @@ from typing import Any
 import yaml
 
 from ferkit.train.augment import AugmentConfig
+from ferkit.errors import UserInputError
 
 
-class ConfigError(ValueError):
+class ConfigError(UserInputError):
     """A recipe that cannot be used, with the offending key."""
 
 
