@@ -34,6 +34,10 @@ WORKERS = click.option("--workers", type=click.IntRange(min=1),
                             "allow it).")
 
 
+FORCE = click.option("--force", is_flag=True,
+                     help="With --out: if it holds results made with other settings, drop them and start over.")
+
+
 def _report_skip(message: str) -> None:
     """One line per skipped input, printed above any progress bar instead of glued onto it."""
     from tqdm import tqdm
@@ -64,15 +68,20 @@ def _write_json_atomic(path: str, payload: dict) -> None:
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="flip", show_default=True,
               help="flip: average each face with its mirror image (more accurate, ~2 ms per photo).")
 @WORKERS
+@FORCE
 def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_out: str | None, no_annotate: bool,
-            model: str, detector: str, min_face: int, max_faces: int | None, tta: str, workers: int | None) -> None:
+            model: str, detector: str, min_face: int, max_faces: int | None, tta: str, workers: int | None,
+            force: bool) -> None:
     """Find every face in images and folders and classify its emotion."""
-    from ferkit.analyze import analyze_paths, write_csv, write_json
+    from ferkit.analyze import analyze_paths, prepare_output_file, write_csv, write_json
     from ferkit.recognizer import Recognizer
 
+    for target in (json_out, csv_out):
+        if target and target != "-":
+            prepare_output_file(target)
     recognizer = Recognizer(model, detector, min_face=min_face, max_faces=max_faces, tta=tta, workers=workers)
     summary = analyze_paths(list(paths), recognizer, out, annotated=not no_annotate,
-                            on_error=_report_skip)
+                            on_error=_report_skip, force=force)
     if out is None and not json_out:
         for r in summary.results:
             if not r.faces:
@@ -113,8 +122,9 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
 @click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
 @click.option("--min-face", type=int, default=0, show_default=True, help="Ignore faces smaller than this (pixels).")
 @WORKERS
+@FORCE
 def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str, columns: int, annotated: bool,
-         model: str, detector: str, min_face: int, workers: int | None) -> None:
+         model: str, detector: str, min_face: int, workers: int | None, force: bool) -> None:
     """Rank photos by their faces' expressions (e.g. to pick smiling photos for a photo book).
 
     A photo's score is the mean over its faces of P(--by), each face weighted by --weight; photos without faces
@@ -125,7 +135,7 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
 
     recognizer = Recognizer(model, detector, min_face=min_face, workers=workers)
     summary = rank_paths(list(paths), recognizer, out, by=by, weight=weight, top=top, columns=columns,
-                         annotated=annotated, on_error=_report_skip)
+                         annotated=annotated, on_error=_report_skip, force=force)
     for p in summary.ranking[:top]:
         score = "   -  " if p.score is None else f"{p.score:.3f}"
         n = len(p.result.faces)

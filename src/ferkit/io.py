@@ -6,9 +6,10 @@ wrong results or crashes in FER tools; every reader (datasets, `ferkit analyze`)
 
 from __future__ import annotations
 
+import csv
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
+
+
+def atomic_write_csv(path: str | os.PathLike, fieldnames: Sequence[str], rows: Iterable[Mapping[str, object]]) -> Path:
+    """A CSV with a header row, written atomically; every table ferkit writes goes through here.
+
+    UTF-8, except that a file name which is not valid UTF-8 (Linux allows any bytes) is written as its own bytes
+    (``surrogateescape``, the way ``os.fsdecode`` read it) instead of failing the whole file.
+    """
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+            w = csv.DictWriter(f, fieldnames=list(fieldnames))
+            w.writeheader()
+            w.writerows(rows)
+    return atomic_write(path, write)
 
 
 def is_image_path(path: str | os.PathLike) -> bool:

@@ -8,7 +8,6 @@ folder into ``--out`` also resumes, and bad files are reported one line each. Ou
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -18,11 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferkit.analyze import AnalyzeSummary, analyze_paths
-from ferkit.io import atomic_write
+from ferkit.analyze import AnalyzeSummary, run_analysis
+from ferkit.io import atomic_write, atomic_write_csv
+from ferkit.journal import open_journal, recognizer_settings
 from ferkit.annotate import GROUP_COLOURS
 from ferkit.labels import VALENCE_3, try_canonical
-from ferkit.recognizer import Recognizer, iter_image_paths
+from ferkit.recognizer import Recognizer
 from ferkit.results import Face, ImageResult
 
 WEIGHTS = ("area-confidence", "area", "confidence", "none")
@@ -117,16 +117,6 @@ def rank_results(results: Iterable[ImageResult], target: str = "positive",
     return [RankedPhoto(i + 1, r, s) for i, (r, s) in enumerate(with_faces + without)]
 
 
-def write_ranking_csv(path: Path, ranking: Sequence[RankedPhoto]) -> None:
-    """One row per photo in rank order (atomic: a reader never sees half a file)."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=RANKING_COLUMNS)
-            w.writeheader()
-            w.writerows(p.row() for p in ranking)
-    atomic_write(path, write)
-
-
 def _thumbnail(photo: RankedPhoto, cell: int) -> np.ndarray:
     """The photo fitted into a cell x cell square (letterboxed on dark grey), face boxes coloured by group."""
     from ferkit.io import ImageError, read_image
@@ -198,25 +188,25 @@ class RankSummary:
 def rank_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, out: str | os.PathLike | None = None,
                by: str = "positive", weight: str = "area-confidence", top: int = 12, columns: int = 4,
                annotated: bool = False, on_error: Callable[[str], None] | None = None,
-               progress: bool = True) -> RankSummary:
+               progress: bool = True, force: bool = False) -> RankSummary:
     """Analyse files and folders (resumable with ``out``) and rank the photos; with ``out``, write ranking.csv and
-    contact_sheet.jpg there next to analyze's results.jsonl/results.json/faces.csv."""
+    contact_sheet.jpg there next to analyze's results.jsonl/results.json/faces.csv, all under the folder's lock.
+    ``force`` as in :func:`ferkit.analyze.analyze_paths`."""
     target = resolve_target(by, recognizer.runtime.labels)
     if weight not in WEIGHTS:
         raise ValueError(f"weight must be one of {WEIGHTS}, not {weight!r}")
-    paths = [str(p) for p in paths]
-    analysis = analyze_paths(paths, recognizer, out, annotated=annotated, on_error=on_error, progress=progress)
-    results = analysis.results
-    if out is not None:
+    if out is None:
+        analysis = run_analysis(paths, recognizer, None, annotated, on_error, progress)
+        return RankSummary(analysis, rank_results(analysis.results, target, weight), target, weight)
+    with open_journal(out, recognizer_settings(recognizer), force) as journal:
+        analysis = run_analysis(paths, recognizer, journal, annotated, on_error, progress)
         # the journal may hold photos from earlier runs into the same folder: rank only what was asked for now
-        wanted = {str(p) for p in iter_image_paths(paths)}
-        results = [r for r in results if r.source in wanted]
-    summary = RankSummary(analysis, rank_results(results, target, weight), target, weight)
-    if out is not None:
-        out_dir = Path(out)
-        summary.csv_path = out_dir / RANKING_CSV
-        write_ranking_csv(summary.csv_path, summary.ranking)
+        wanted = set(analysis.sources)
+        results = [r for r in analysis.results if r.source in wanted]
+        summary = RankSummary(analysis, rank_results(results, target, weight), target, weight)
+        summary.csv_path = journal.out_dir / RANKING_CSV
+        atomic_write_csv(summary.csv_path, RANKING_COLUMNS, (p.row() for p in summary.ranking))
         if summary.ranking and top > 0:
-            summary.sheet_path = out_dir / CONTACT_SHEET
+            summary.sheet_path = journal.out_dir / CONTACT_SHEET
             write_contact_sheet(summary.sheet_path, contact_sheet(summary.ranking, top, columns))
     return summary

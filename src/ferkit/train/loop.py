@@ -10,7 +10,6 @@ phase exactly as an uninterrupted run does. Metrics rows carry the (1-based) pha
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import math
@@ -25,7 +24,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from ferkit.io import atomic_write
+from ferkit.io import atomic_write, atomic_write_csv
 from ferkit.labels import space
 from ferkit.models.registry import build_model
 from ferkit.train.augment import augment_batch, mix_batch
@@ -324,7 +323,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
                     "phase": phase_idx, "phase_epoch": phase_epoch, "phase_best": phase_best,
                     "phase_done": phase_done}
             atomic_write(paths.state, lambda p: torch.save(ckpt, p))
-            _write_metrics(paths.metrics, history)
+            atomic_write_csv(paths.metrics, METRIC_FIELDS, history)
             save_curves(history, paths.root / "curves.png")
             tqdm.write(f"epoch {epoch}/{total_epochs}{where} train_loss {row['train_loss']:.4f} "
                        f"train_acc {row['train_accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
@@ -370,13 +369,6 @@ def _init_weights(init: str) -> Path:
     return p
 
 
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    def write(p: Path) -> None:
-        with open(p, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-            w.writeheader()
-            w.writerows(history)
-    atomic_write(path, write)
 
 
 def load_run_model(run_dir: str | Path, which: str = "best") -> tuple[torch.nn.Module, TrainConfig]:
