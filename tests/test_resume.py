@@ -114,6 +114,18 @@ def test_another_model_or_a_changed_package_is_refused(photos, tmp_path, recogni
         rank_paths([photos / SMALL[0]], Recognizer(package, recognizer.detector), out, progress=False)
 
 
+def test_a_journal_without_settings_is_refused(photos, tmp_path, recognizer):
+    """A journal from a ferkit that recorded no settings cannot be trusted to match: refused, --force redoes it."""
+    out = tmp_path / "out"
+    analyze_paths([photos], recognizer, out, annotated=False, progress=False)
+    journal = out / JOURNAL
+    journal.write_text("".join(line + "\n" for line in journal.read_text().splitlines()[1:]))
+    with pytest.raises(UserInputError, match="did not record its settings.*--force"):
+        analyze_paths([photos], recognizer, out, annotated=False, progress=False)
+    redone = analyze_paths([photos], recognizer, out, annotated=False, progress=False, force=True)
+    assert redone.images == 3 and "settings" in _journal_lines(out)[0]
+
+
 def test_every_spelling_of_a_file_is_one_input(photos, tmp_path, recognizer, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "link.jpg").symlink_to(photos / SMALL[0])
@@ -226,9 +238,10 @@ def test_nested_folders_with_a_long_joined_name(tmp_path, recognizer):
 
 
 def test_a_file_deleted_while_the_batch_runs(photos, tmp_path, recognizer, monkeypatch):
-    """One file vanishes after the listing and before it is read, another right after it was analysed: one error
-    line, every other file analysed, outputs written."""
+    """One file vanishes after the listing and before it is read, another right after it was analysed, a FIFO poses
+    as a photo: one error line each, every other file analysed, outputs written."""
     files = sorted(photos.iterdir())
+    os.mkfifo(photos / "pipe.jpg")  # would block a decoder for ever
     real = recognizer.analyze_with_images
 
     def deleting(sources):
@@ -243,7 +256,9 @@ def test_a_file_deleted_while_the_batch_runs(photos, tmp_path, recognizer, monke
     failed = []
     out = tmp_path / "out"
     summary = analyze_paths([photos], recognizer, out, on_error=failed.append, progress=False)
-    assert summary.images == 2 and len(failed) == 1 and files[2].name in failed[0] and "no such file" in failed[0]
+    assert summary.images == 2 and len(failed) == 2, failed
+    assert "pipe.jpg: not a regular file" in failed[0]
+    assert files[2].name in failed[1] and "no such file" in failed[1]
     assert len(_results(out)) == 2
     monkeypatch.undo()
     # the next run drops the file deleted mid-run: results.json holds only what still exists

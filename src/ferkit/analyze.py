@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,8 +87,8 @@ def prepare_output_file(path: str | os.PathLike) -> None:
 
 
 def list_inputs(paths: Sequence[str | os.PathLike], on_error: Callable[[str], None]) -> list[_Input]:
-    """Every image file the paths name, each once (by resolved path), with its size and mtime; a file that cannot
-    be stat'ed is reported through ``on_error`` and left out."""
+    """Every image file the paths name, each once (by resolved path), with its size and mtime; a path that cannot
+    be stat'ed or is no regular file (a FIFO would block the decoder) is reported through ``on_error``, left out."""
     inputs, seen = [], set()
     for listed in iter_image_paths(paths):
         source = os.path.realpath(listed)
@@ -95,6 +96,9 @@ def list_inputs(paths: Sequence[str | os.PathLike], on_error: Callable[[str], No
             continue
         seen.add(source)
         try:
+            if not stat.S_ISREG(os.stat(source).st_mode):
+                on_error(f"{source}: not a regular file")
+                continue
             key = file_key(source)
         except FileNotFoundError:
             on_error(f"{source}: no such file")
