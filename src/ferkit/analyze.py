@@ -30,11 +30,10 @@ import cv2
 from ferkit.annotate import annotate
 from ferkit.errors import UserInputError
 from ferkit.io import atomic_write, atomic_write_csv
-from ferkit.journal import Journal, file_key, open_journal, recognizer_settings
+from ferkit.journal import ANNOTATED, Journal, file_key, open_journal, recognizer_settings
 from ferkit.recognizer import Recognizer, iter_image_paths
 from ferkit.results import CSV_BASE_COLUMNS, ImageResult
 
-ANNOTATED = "annotated"
 MAX_NAME_BYTES = 240
 """Longest annotated file name: NAME_MAX (255 bytes on Linux, macOS, Windows) less room for atomic_write's '.tmp'."""
 

@@ -29,8 +29,11 @@ from filelock import FileLock, Timeout
 
 from ferkit.errors import UserInputError
 from ferkit.io import atomic_write
+from ferkit.models.package import CARD_NAME, GRAPH_NAME
 
 JOURNAL = "results.jsonl"
+ANNOTATED = "annotated"
+"""The folder, inside the output folder, of annotated images; each record names its own."""
 LOCK = ".ferkit.lock"
 FORMAT = 2
 
@@ -47,8 +50,6 @@ def file_key(path: str | os.PathLike) -> list[int]:
 
 def _package_digest(folder: Path) -> str:
     """sha256 of a model package's graph and card: a package re-exported into the same folder is another model."""
-    from ferkit.models.package import CARD_NAME, GRAPH_NAME
-
     h = hashlib.sha256()
     for name in (GRAPH_NAME, CARD_NAME):
         with open(folder / name, "rb") as f:
@@ -89,7 +90,7 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
             obj = json.loads(raw)
         except ValueError:
             continue
-        if isinstance(obj, dict) and "source" in obj:
+        if isinstance(obj, dict) and isinstance(obj.get("source"), str) and isinstance(obj.get("faces"), list):
             records.append(obj)
         elif isinstance(obj, dict) and "settings" in obj:
             settings = obj["settings"]
@@ -153,8 +154,7 @@ def locked(out_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def open_journal(out: str | os.PathLike, settings: dict[str, Any], force: bool = False,
-                 annotated_dir: str = "annotated") -> Iterator[Journal]:
+def open_journal(out: str | os.PathLike, settings: dict[str, Any], force: bool = False) -> Iterator[Journal]:
     """Lock ``out``, check the settings, drop records no longer valid (removing their annotated images) and yield the
     journal; the lock is held until the block ends, so write every output inside it."""
     out_dir = Path(out)
@@ -171,7 +171,7 @@ def open_journal(out: str | os.PathLike, settings: dict[str, Any], force: bool =
         for rec in old:
             name = rec.get("annotated")
             if name and name not in kept and Path(name).name == name:
-                (out_dir / annotated_dir / name).unlink(missing_ok=True)
+                (out_dir / ANNOTATED / name).unlink(missing_ok=True)
         journal = Journal(out_dir, settings, valid)
         journal._rewrite()
         try:
