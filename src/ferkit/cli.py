@@ -315,5 +315,46 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
                    f"flip-TTA {card.metrics['flip_tta_accuracy']:.4f}, macro-F1 {card.metrics['macro_f1']:.4f}")
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback: only this machine; see docs/SERVE.md before exposing it).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option("--model", "models", multiple=True, default=("default",), show_default=True,
+              help="Shipped model name or package folder; repeat to load several (the first is the default).")
+@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+@click.option("--api-key", envvar="FERKIT_API_KEY", show_envvar=True,
+              help="Require this key on every endpoint but /health (prefer the environment variable: a command "
+                   "line is visible to other users).")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
+              help="Largest image file accepted (a batch may hold --max-files of them).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True,
+              help="Largest image accepted, in pixels, checked from its header before decoding.")
+@click.option("--max-files", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most images in one batch request.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Seconds a request may take, reading its body included (slow clients get 408).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Images decoded and detected at once, in threads (default: one per core).")
+@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most images of concurrent requests that go through the model together (1: no batching).")
+def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key: str | None, max_upload_mb: float,
+          max_pixels: int, max_files: int, timeout_s: float, workers: int | None, max_batch: int) -> None:
+    """Serve the HTTP API (/v1/analyze, /docs) and the web page (/) until Ctrl-C."""
+    try:
+        from ferkit.serve.app import run
+    except ImportError as exc:
+        from ferkit.errors import missing_extra
+
+        raise missing_extra("serve", "ferkit serve") from exc
+    from ferkit.serve.config import ServeConfig
+
+    config = ServeConfig(host=host, port=port, models=models, detector=detector, api_key=api_key,
+                         max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_files=max_files,
+                         timeout_s=timeout_s, workers=workers, max_batch=max_batch)
+    click.echo(f"ferkit serve: http://{host}:{port}/ (API docs at /docs)"
+               + ("" if api_key else "; no API key set") + " — Ctrl-C to stop", err=True)
+    run(config)
+
+
 if __name__ == "__main__":
     main()
