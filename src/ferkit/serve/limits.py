@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import io
 import logging
+import re
 import time
 import warnings
 from collections.abc import Awaitable, Callable
@@ -84,9 +85,11 @@ def check_image(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
                 (w, h), fmt = img.size, img.format
     except UnidentifiedImageError:
         raise APIError(415, "unsupported_type", f"{name}: not an image; send JPEG, PNG, WebP, BMP, TIFF or GIF") from None
-    except Image.DecompressionBombError:
-        raise APIError(413, "too_many_pixels", f"{name}: image too large (decompression bomb); the limit is "
-                                               f"{max_pixels:,} pixels") from None
+    except Image.DecompressionBombError as exc:  # PIL's own ceiling (ferkit.io sets it), far above max_pixels
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise APIError(413, "too_many_pixels", f"{name}: {size}, over the limit of {max_pixels:,}; downscale it "
+                                               "first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise APIError(400, "corrupt", f"{name}: unreadable image header ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if fmt not in IMAGE_FORMATS:
