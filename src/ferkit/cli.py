@@ -351,8 +351,11 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key:
     config = ServeConfig(host=host, port=port, models=models, detector=detector, api_key=api_key,
                          max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_files=max_files,
                          timeout_s=timeout_s, workers=workers, max_batch=max_batch)
-    click.echo(f"ferkit serve: http://{host}:{port}/ (API docs at /docs)"
-               + ("" if api_key else "; no API key set") + " — Ctrl-C to stop", err=True)
+    if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"ferkit serve: warning: listening on {host} without an API key: anyone who can reach this "
+                   "machine can use it (set FERKIT_API_KEY; see docs/SERVE.md)", err=True)
+    click.echo(f"ferkit serve: loading models, then http://{host}:{port}/ (API docs at /docs); Ctrl-C stops it",
+               err=True)
     run(config)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import io
-import logging
 import re
 import time
 import warnings
@@ -23,8 +22,6 @@ from PIL import Image, UnidentifiedImageError
 
 from ferkit.serve.config import ServeConfig
 from ferkit.serve.errors import APIError, error_body
-
-log = logging.getLogger("ferkit.serve")
 
 PUBLIC_PATHS = frozenset({"/health", "/", "/favicon.ico"})
 """Answered without the API key: the liveness probe and the page's static files (which hold no data; the page
