@@ -6,11 +6,13 @@ Each bad request must get a JSON 4xx (never a traceback), and the server must ke
 from __future__ import annotations
 
 import io
+import re
 import socket
 import struct
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -341,6 +343,12 @@ def test_slow_client_is_cut_off_and_others_are_served(server, client, photos):
     assert server.alive()
 
 
-def test_server_log_has_no_traceback(server):
+def test_server_survived_with_bounded_memory_and_no_traceback(server):
+    """After every bad input above (a 30000x30000 PNG would be 2.7 GB decoded), the server is alive, its peak
+    memory stayed low, and nothing it logged is a traceback."""
     assert server.alive()
     assert "Traceback" not in "".join(server.log)
+    status = Path(f"/proc/{server.proc.pid}/status")
+    if status.exists():
+        peak_mb = int(re.search(r"VmHWM:\s+(\d+) kB", status.read_text()).group(1)) / 1024
+        assert peak_mb < 1000, f"server peak RSS {peak_mb:.0f} MB"

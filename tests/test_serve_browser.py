@@ -97,6 +97,9 @@ def test_upload_photo_draws_boxes_labels_and_bars(server, tmp_path):
             assert max(abs(a - b) for a, b in zip(pixel, want)) <= 8, (pixel, want, face["emotion"])
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=False)
+        page.set_viewport_size({"width": 390, "height": 844})  # a phone: one column, nothing wider than the screen
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page.set_viewport_size({"width": 1280, "height": 1000})
         with page.expect_download() as download:
             page.get_by_role("button", name="Download CSV").click()
         rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
