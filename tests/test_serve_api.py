@@ -352,3 +352,18 @@ def test_server_survived_with_bounded_memory_and_no_traceback(server):
     if status.exists():
         peak_mb = int(re.search(r"VmHWM:\s+(\d+) kB", status.read_text()).group(1)) / 1024
         assert peak_mb < 1000, f"server peak RSS {peak_mb:.0f} MB"
+
+
+def test_time_limit_while_processing():
+    """A request whose analysis outlasts --timeout gets 408; the work it started is dropped, the server goes on."""
+    photo = need(PHOTOS) / "face_recognition__obama-1080p.jpg"
+    srv = Server("--timeout", "0.1")
+    try:
+        for _ in range(3):
+            r = httpx.post(srv.url + "/v1/analyze", files={"file": (photo.name, photo.read_bytes())}, timeout=60)
+            assert_error(r, 408, "timeout")
+        assert httpx.get(srv.url + "/health").status_code == 200
+        assert srv.alive()
+    finally:
+        srv.stop()
+    assert "Traceback" not in "".join(srv.log)
