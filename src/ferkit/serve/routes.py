@@ -105,7 +105,7 @@ async def _read(upload: UploadFile) -> bytes:
         await upload.close()
 
 
-async def read_single_upload(request: Request) -> tuple[str, bytes]:
+async def read_single_upload(request: Request, filename: str | None) -> tuple[str, bytes]:
     """(file name, bytes) of the one image in a multipart field ``file`` or in the raw body."""
     media = _media_type(request)
     if media == "multipart/form-data":
@@ -116,22 +116,22 @@ async def read_single_upload(request: Request) -> tuple[str, bytes]:
                                                  "-F file=@photo.jpg")
         return upload.filename or "upload", await _read(upload)
     if media.startswith(RAW_TYPES):
-        return request.query_params.get("filename") or "upload", await request.body()
+        return filename or "upload", await request.body()
     raise APIError(415, "unsupported_type", f"Content-Type {media or '(none)'!r} is not accepted; send "
                                             "multipart/form-data with a 'file' field, or the image bytes with "
                                             "Content-Type image/jpeg, image/png or application/octet-stream")
 
 
-@router.post("/v1/analyze", response_model=ImageResultOut, response_model_exclude_none=True,
+@router.post("/v1/analyze", response_model=ImageResultOut, response_model_exclude_unset=True,
              openapi_extra=SINGLE_BODY, responses=_errors(400, 401, 408, 413, 415, 422),
              summary="Faces and emotions of one image (the JSON of `ferkit analyze`)")
 async def analyze(request: Request, model: str | None = MODEL_QUERY,
                   filename: str | None = Query(None, description="name to report for a raw-body upload")) -> Any:
-    name, data = await read_single_upload(request)
+    name, data = await read_single_upload(request, filename)
     return (await _service(request).analyze(data, name, model)).to_dict()
 
 
-@router.post("/v1/analyze/batch", response_model=list[ImageResultOut], response_model_exclude_none=True,
+@router.post("/v1/analyze/batch", response_model=list[ImageResultOut], response_model_exclude_unset=True,
              openapi_extra=BATCH_BODY, responses=_errors(400, 401, 408, 413, 415, 422),
              summary="Several images in one request: one slot each, a bad file reported in its own slot")
 async def analyze_batch(request: Request, model: str | None = MODEL_QUERY) -> Any:
