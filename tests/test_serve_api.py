@@ -372,3 +372,23 @@ def test_time_limit_while_processing():
     finally:
         srv.stop()
     assert "Traceback" not in "".join(srv.log)
+
+
+def test_several_models_one_picked_per_request(tmp_path, photos):
+    """--model twice: both load at startup, /v1/models lists them, ?model= picks one per request."""
+    from tests.conftest import make_linear_onnx
+
+    labels = ["happy", "sad", "neutral"]
+    folder, _, _ = make_linear_onnx(tmp_path / "tiny-linear", labels)
+    srv = Server("--model", "default", "--model", str(folder))
+    try:
+        models = httpx.get(srv.url + "/v1/models").json()
+        assert [(m["name"], m["default"]) for m in models] == [("default", True), ("tiny-linear", False)]
+        upload = {"file": ("obama.jpg", photos["face_recognition__obama.jpg"])}
+        tiny = httpx.post(srv.url + "/v1/analyze", params={"model": "tiny-linear"}, files=upload, timeout=60).json()
+        default = httpx.post(srv.url + "/v1/analyze", files=upload, timeout=60).json()
+        assert tiny["model"] == "tiny-linear" and set(tiny["faces"][0]["scores"]) == set(labels)
+        assert default["model"] == "default" and len(default["faces"][0]["scores"]) == 7
+        assert tiny["faces"][0]["box"] == default["faces"][0]["box"]  # same detector, different classifier
+    finally:
+        srv.stop()
