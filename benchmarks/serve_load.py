@@ -134,20 +134,24 @@ def render_md(report: dict) -> str:
     lines = ["## `ferkit serve` under load", "",
              f"Measured with `{report['command']}`: {report['setup']}", "",
              "| server | clients | requests/s | vs in-process | faces/s | p50 ms | p95 ms | p99 ms | errors | "
-             "server peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "images per model call | server peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in report["rows"]:
         ref = base["single_per_s"] if r["clients"] == 1 else base["list16_per_s"]
         lines.append(f"| {r['server']} | {r['clients']} | {r['requests_per_s']:.2f} | {r['requests_per_s'] / ref:.2f}x | "
                      f"{r['faces_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | "
-                     f"{r['errors']} | {r['peak_rss_mb'] or float('nan'):.0f} |")
+                     f"{r['errors']} | {r.get('images_per_model_call') or '-'} | {r['peak_rss_mb'] or float('nan'):.0f} |")
     lines += ["", f"In-process `Recognizer` on the same photos: {base['single_per_s']:.2f} photos/s one per call "
               f"(the reference for 1 client), {base['list16_per_s']:.2f} photos/s in lists of 16 (the reference for "
               "concurrent clients, whose photos the batcher groups the same way). \"vs in-process\" = server "
-              "requests/s / that reference, so 1 - it is the cost of HTTP, multipart and JSON.", ""]
+              "requests/s / that reference, so 1 - it is the cost of HTTP, multipart and JSON. \"images per model call\" is "
+              "how many requests' images the batcher ran through `Recognizer.analyze` together (the server's "
+              "ferkit_batch_images histogram); with --max-batch 1 it is 1 by construction, and the Recognizer then "
+              "detects one image at a time instead of one per core.", ""]
     return "\n".join(lines)
 
 
 async def main_async(args: argparse.Namespace) -> dict:
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     paths = sorted(p for p in Path(args.photos).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise SystemExit(f"no photos in {args.photos}")
@@ -163,8 +167,11 @@ async def main_async(args: argparse.Namespace) -> dict:
                 await drive_one(server.url, name, data)
             for clients in levels:
                 print(f"{label}: {clients} clients for {args.seconds:g} s ...", file=sys.stderr, flush=True)
+                before = await batch_counts(server.url)
                 row = await drive(server.url, photos, clients, args.seconds)
-                row.update(server=label, peak_rss_mb=server.peak_rss_mb())
+                images, calls = (a - b for a, b in zip(await batch_counts(server.url), before))
+                row.update(server=label, peak_rss_mb=server.peak_rss_mb(),
+                           images_per_model_call=round(images / calls, 2) if calls else None)
                 print(f"  {row['requests_per_s']} req/s, p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
                       f"errors {row['errors']}", file=sys.stderr, flush=True)
                 rows.append(row)
@@ -173,13 +180,31 @@ async def main_async(args: argparse.Namespace) -> dict:
     print("in-process Recognizer ...", file=sys.stderr, flush=True)
     base = in_process(paths, args.model, args.seconds)
     cpu = os.cpu_count()
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = ""
+    if load_before is not None:
+        load = f" 1-minute load average {load_before:.1f} before the run and {load_after:.1f} after it"
+        busy = max(load_before, load_after) > (cpu or 1)
+        load += (" (over the core count: other processes competed for the CPU, so the rows measure that too and "
+                 "compare poorly)." if busy else ".")
     return {"command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
             "setup": f"{len(paths)} photos ({Path(args.photos).name}/), posted round-robin as multipart uploads by "
                      f"N concurrent httpx clients in a separate process on loopback, each sending its next request "
                      f"when the last is answered, {args.seconds:g} s per row; server `ferkit serve --model "
                      f"{args.model}` (dlib detector, flip TTA) on {cpu} CPU cores shared with the clients; "
-                     f"{platform.python_implementation()} {platform.python_version()}.",
+                     f"{platform.python_implementation()} {platform.python_version()};" + load,
             "rows": rows, "in_process": base}
+
+
+async def batch_counts(url: str) -> tuple[float, float]:
+    """(images, model calls) so far, from the server's /metrics (ferkit_batch_images histogram)."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        text = (await client.get("/metrics")).text
+    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return samples.get("ferkit_batch_images_sum", 0.0), samples.get("ferkit_batch_images_count", 0.0)
 
 
 async def drive_one(url: str, name: str, data: bytes) -> None:
