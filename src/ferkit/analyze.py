@@ -28,7 +28,6 @@ from pathlib import Path
 import cv2
 
 from ferkit.annotate import annotate
-from ferkit.errors import UserInputError
 from ferkit.io import atomic_write, atomic_write_csv
 from ferkit.journal import ANNOTATED, Journal, file_key, open_journal, recognizer_settings
 from ferkit.recognizer import Recognizer, iter_image_paths
@@ -69,20 +68,6 @@ def write_json(path: Path, results: Iterable[ImageResult]) -> None:
     """A JSON list of results (atomic; ASCII, so a file name that is not UTF-8 is kept as a \\udcXX escape)."""
     payload = [r.to_dict() for r in results]
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8"))
-
-
-def prepare_output_file(path: str | os.PathLike) -> None:
-    """Make the folder of an output file (``--json``, ``--csv``) now, so a path that cannot be written fails before
-    the work instead of after it."""
-    p = Path(path)
-    if p.is_dir():
-        raise UserInputError(f"{path} is a folder; give a file name")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot create its folder ({exc.strerror or exc})") from None
-    if not os.access(p.parent, os.W_OK):
-        raise UserInputError(f"{path}: the folder {p.parent} is not writable")
 
 
 def list_inputs(paths: Sequence[str | os.PathLike], on_error: Callable[[str], None]) -> list[_Input]:

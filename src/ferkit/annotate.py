@@ -1,6 +1,15 @@
-"""Draw results onto images: a box per face, its emotion and confidence, colour by positive/neutral/negative."""
+"""Draw results onto images: a box per face, its emotion and confidence, colour by positive/neutral/negative.
+
+Labels are placed, not just drawn above each box: in a crowded photo the spot above a face is often another face,
+and at the image edge it is outside the picture. :func:`place_labels` tries spots around (then inside) each box,
+keeps every label inside the image and picks the first spot that covers no other face and no label placed before
+it (or, when there is none, the one that covers least). Text size grows with the image, and shrinks only when a
+label would not fit across the image.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -9,21 +18,80 @@ from ferkit.results import ImageResult
 
 GROUP_COLOURS = {"positive": (46, 160, 67), "neutral": (120, 120, 120), "negative": (200, 40, 40)}  # RGB
 
+FONT = cv2.FONT_HERSHEY_SIMPLEX
+PAD = 2
+"""Pixels of label background around the text on each side."""
+
+Rect = tuple[int, int, int, int]
+"""x0, y0, x1, y1 (x1, y1 exclusive)."""
+
+
+def text_style(shape: Sequence[int]) -> tuple[float, int]:
+    """OpenCV font scale and line thickness for an image of this shape: 0.6 at 800 px on the long side, in
+    proportion above (a 4000 px photo gets 3.0, readable when the photo is viewed whole), never below 0.35."""
+    scale = max(shape[0], shape[1]) / 800
+    return max(0.35, 0.6 * scale), max(1, round(2 * scale))
+
+
+def _overlap(a: Rect, b: Rect) -> int:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0
+
+
+def _candidates(box: Rect, lw: int, lh: int) -> list[tuple[int, int]]:
+    """Top-left corners to try, best-looking first: above, below, beside, then inside the box."""
+    x0, y0, x1, y1 = box
+    cx = (x0 + x1 - lw) // 2
+    return [(x0, y0 - lh), (x1 - lw, y0 - lh), (cx, y0 - lh),  # above: left, right, centre
+            (x0, y1), (x1 - lw, y1), (cx, y1),  # below
+            (x1, y0), (x0 - lw, y0), (x1, y1 - lh), (x0 - lw, y1 - lh),  # beside: right/left, top/bottom
+            (x0, y0), (x0, y1 - lh)]  # inside: top, bottom
+
+
+def place_labels(shape: Sequence[int], boxes: Sequence[Rect], sizes: Sequence[tuple[int, int]]) -> list[Rect]:
+    """A rectangle for each box's label (``sizes``: label width, height), all inside an image of ``shape``.
+
+    Each label goes to the first candidate spot (see :func:`_candidates`, clamped into the image) that overlaps
+    no other face box and no label placed before it; failing that, to the spot with the least such overlap.
+    """
+    height, width = shape[0], shape[1]
+    placed: list[Rect] = []
+    for i, (box, (lw, lh)) in enumerate(zip(boxes, sizes)):
+        others = [b for j, b in enumerate(boxes) if j != i]
+        best: tuple | None = None
+        for k, (x, y) in enumerate(_candidates(box, lw, lh)):
+            x = min(max(x, 0), max(width - lw, 0))
+            y = min(max(y, 0), max(height - lh, 0))
+            rect = (x, y, min(x + lw, width), min(y + lh, height))
+            cost = (sum(_overlap(rect, b) for b in others), sum(_overlap(rect, p) for p in placed), k)
+            if best is None or cost < best[0]:
+                best = (cost, rect)
+            if cost[0] == 0 and cost[1] == 0:
+                break
+        placed.append(best[1])
+    return placed
+
 
 def annotate(image: np.ndarray, result: ImageResult) -> np.ndarray:
     """A copy of the RGB image with every face's box and 'emotion 0.93' label drawn on it."""
     out = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
-    scale = max(out.shape[:2]) / 800
-    thickness = max(1, round(2 * scale))
-    font_scale = max(0.4, 0.6 * scale)
-    for face in result.faces:
-        x, y, w, h = face.box
+    height, width = out.shape[:2]
+    font_scale, thickness = text_style(out.shape)
+    texts = [f"{face.emotion} {face.confidence:.2f}" for face in result.faces]
+    widest = max((cv2.getTextSize(t, FONT, font_scale, thickness)[0][0] + 2 * PAD for t in texts), default=0)
+    if widest > width:  # a small image (a face crop): shrink the text to fit across it
+        font_scale = max(0.2, font_scale * width / widest)
+        thickness = 1
+    boxes = [(x, y, x + w, y + h) for x, y, w, h in (face.box for face in result.faces)]
+    metrics = [cv2.getTextSize(t, FONT, font_scale, thickness) for t in texts]
+    sizes = [(tw + 2 * PAD, th + base + 2 * PAD) for (tw, th), base in metrics]
+    box_thickness = max(1, round(2 * max(height, width) / 800))
+    for face, box in zip(result.faces, boxes):
+        cv2.rectangle(out, box[:2], (box[2], box[3]), GROUP_COLOURS[face.group], box_thickness)
+    for face, text, rect, ((_, th), _) in zip(result.faces, texts, place_labels(out.shape, boxes, sizes), metrics):
         colour = GROUP_COLOURS[face.group]
-        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thickness)
-        text = f"{face.emotion} {face.confidence:.2f}"
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        top = y - th - base - 2 if y - th - base - 2 >= 0 else y + h
-        cv2.rectangle(out, (x, top), (x + tw + 4, top + th + base + 2), colour, -1)
-        cv2.putText(out, text, (x + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), thickness,
+        cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), colour, -1)
+        cv2.putText(out, text, (rect[0] + PAD, rect[1] + PAD + th), FONT, font_scale, (255, 255, 255), thickness,
                     cv2.LINE_AA)
     return out

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ferkit.errors import UserInputError
 from ferkit.recognizer import Recognizer, iter_image_paths
 
 STAGES = ("decode", "detect", "align_crop", "classify")
@@ -111,7 +112,7 @@ def bench_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, repe
         except ImageError as exc:
             failed.append(str(exc))
     if not files:
-        raise ValueError("no readable photo to benchmark" + (f" ({failed[0]})" if failed else ""))
+        raise UserInputError("no readable photo to benchmark" + (f" ({failed[0]})" if failed else ""))
 
     list(recognizer.analyze_iter(files))  # warm-up: loads files into the OS cache, the model's first call
     per_photo: list[float] = []

@@ -1,37 +1,202 @@
-"""The `ferkit` command. Each subcommand is a thin shell over a library function; errors end in one line."""
+"""The `ferkit` command. Each subcommand is a thin shell over a library function.
+
+Errors: a :class:`ferkit.errors.FerkitError` (bad input, a missing extra, a bad recipe) ends in one line,
+``ferkit: error: ...``, and exit status 1; Ctrl-C in ``ferkit: interrupted`` and status 130; click's usage errors
+(an unknown option, a value outside its choices) in status 2. Anything else is a bug and keeps its traceback.
+Inputs and output folders are checked before any work starts, so a typo never costs a finished run.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ferkit import __version__
+from ferkit.errors import FerkitError, UserInputError, missing_extra
+
+log = logging.getLogger("ferkit.cli")
+
+DETECTORS = ("auto", "dlib", "haar", "mediapipe", "mediapipe_short")
+"""The face detector names (ferkit.faces.detector_names(); a test keeps the two equal), listed here so that
+`ferkit --help` does not import OpenCV."""
+
+DEVICES = ("cpu", "cuda")
+
+EXTRA_MODULES = {"train": ("torch", "timm", "safetensors", "onnx")}
+"""What each optional extra must make importable, for commands that need it."""
+
+
+class _ConsoleHandler(logging.Handler):
+    """ferkit's log records as plain lines on stderr, printed above a progress bar rather than through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise (logging.Handler's own convention)
+            self.handleError(record)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send the library's log records (``logging.getLogger("ferkit....")``) to stderr, once per process."""
+    root = logging.getLogger("ferkit")
+    root.setLevel(level)
+    if not any(isinstance(h, _ConsoleHandler) for h in root.handlers):
+        handler = _ConsoleHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root.addHandler(handler)
+    root.propagate = False
 
 
 class FerkitGroup(click.Group):
-    """Turns expected errors (bad input, bad recipe) into one line on stderr and exit status 1."""
+    """Turns ferkit's own errors into one line on stderr (exit 1) and Ctrl-C into one line (exit 130)."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[override]
+    def invoke(self, ctx: click.Context) -> Any:  # type: ignore[override]
+        configure_logging()
         try:
             return super().invoke(ctx)
-        except (ValueError, OSError, KeyError) as exc:
-            if isinstance(exc, click.ClickException):
-                raise
-            click.echo(f"ferkit: error: {exc}", err=True)
+        except FerkitError as exc:
+            message = " ".join(str(exc).split()) or type(exc).__name__
+            click.echo(f"ferkit: error: {message}", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("\nferkit: interrupted", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=FerkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="ferkit")
 def main() -> None:
-    """ferkit: facial expression recognition — analyze, evaluate, train and export emotion models."""
+    """ferkit: facial expression recognition — analyze, evaluate, train and export emotion models.
+
+    Errors end with one line, `ferkit: error: ...`, and exit status 1 (2 for a bad option, 130 for Ctrl-C).
+    """
 
 
-WORKERS = click.option("--workers", type=click.IntRange(min=1),
-                       help="Images decoded and detected at once, in threads (default: one per core; detectors that "
-                            "allow it).")
+# ---------------------------------------------------------------------------------------------------------------
+# Options shared by several commands: defined once, so their names, types and help never drift apart.
+
+
+def _given_once(ctx: click.Context, param: click.Parameter, value: tuple) -> Any:
+    """Callback of options that may be given once: a repeated one is an error, not a silent 'last one wins'."""
+    if len(value) > 1:
+        shown = ", ".join(f"{param.opts[0]} {v}" for v in value)
+        raise click.BadParameter(f"given {len(value)} times ({shown}); give it once", ctx=ctx, param=param)
+    return value[0] if value else None
+
+
+def once_option(*decls: str, default: Any = None, **kwargs: Any) -> Callable:
+    """A click option that refuses to be repeated (``multiple`` is only how click lets us see the repeats)."""
+    return click.option(*decls, multiple=True, default=() if default is None else (default,),
+                        callback=_given_once, show_default=default is not None, **kwargs)
+
+
+def model_option() -> Callable:
+    return once_option("--model", default="default", metavar="NAME|FOLDER",
+                       help="Shipped model name (see `ferkit models`) or a model package folder.")
+
+
+def detector_option(help: str = "Face detector (auto: dlib if installed, else mediapipe, else haar).") -> Callable:
+    return once_option("--detector", default="auto", type=click.Choice(DETECTORS, case_sensitive=False), help=help)
+
+
+def min_face_option() -> Callable:
+    return once_option("--min-face", default=0, type=click.IntRange(min=0), metavar="PIXELS",
+                       help="Ignore faces whose box is smaller than this on its shorter side.")
+
+
+def tta_option(default: str) -> Callable:
+    return once_option("--tta", default=default, type=click.Choice(["none", "flip"]),
+                       help="flip: average each face with its mirror image (more accurate, ~2 ms per photo).")
+
+
+def workers_option() -> Callable:
+    return once_option("--workers", type=click.IntRange(min=1),
+                       help="Images decoded and detected at once, in threads (default: one per core; detectors "
+                            "that allow it).")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks made before any work starts.
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 image', '2 images', '0 images'."""
+    return f"{n:,} {word if n == 1 else (words or word + 's')}"
+
+
+def require_extra(extra: str, what: str) -> None:
+    """Raise the one-line MissingExtraError when the modules of ``extra`` are not importable."""
+    import importlib
+
+    for module in EXTRA_MODULES[extra]:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise missing_extra(extra, what) from None
+
+
+def check_inputs(paths: Iterable[str]) -> None:
+    """Every input path exists, and there is at least one image among them (files as given, folders' images)."""
+    from ferkit.io import IMAGE_EXTENSIONS
+    from ferkit.recognizer import iter_image_paths
+
+    paths = list(paths)
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise UserInputError(f"no such file or folder: {', '.join(missing)}")
+    if next(iter(iter_image_paths(paths)), None) is None:
+        where = paths[0] if len(paths) == 1 else f"{len(paths)} folders"
+        raise UserInputError(f"{where}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, "
+                             "in subfolders too)")
+
+
+def _probe_writable(folder: Path, what: str) -> None:
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserInputError(f"{what}: cannot write into the folder {folder} ({exc.strerror or exc})") from None
+
+
+def _make_folder(folder: Path, what: str) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"{what}: {folder} exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserInputError(f"{what}: cannot create the folder {folder} ({exc.strerror or exc})") from None
+    _probe_writable(folder, what)
+
+
+def prepare_out_dir(out: str | None, option: str = "--out") -> None:
+    """Create an output folder now and check it is writable, before the work whose results go there."""
+    if out is not None:
+        _make_folder(Path(out), f"{option} {out}")
+
+
+def prepare_out_file(path: str | None, option: str) -> None:
+    """An output file's folder exists (created now) and is writable; '-' (stdout) needs nothing."""
+    if path is None or path == "-":
+        return
+    if Path(path).is_dir():
+        raise UserInputError(f"{option} {path}: is a folder; give a file name")
+    _make_folder(Path(path).parent, f"{option} {path}")
+
+
+def _existing_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback for input arguments: a missing path is a one-line ferkit error, not a usage screen."""
+    if value is not None and not os.path.exists(value):
+        raise UserInputError(f"{value}: no such file or folder")
+    return value
 
 
 FORCE = click.option("--force", is_flag=True,
@@ -39,10 +204,8 @@ FORCE = click.option("--force", is_flag=True,
 
 
 def _report_skip(message: str) -> None:
-    """One line per skipped input, printed above any progress bar instead of glued onto it."""
-    from tqdm import tqdm
-
-    tqdm.write(f"skipped {message}", file=sys.stderr)
+    """One line per skipped input (through logging, so it prints above any progress bar)."""
+    log.warning("skipped %s", message)
 
 
 def _write_json_atomic(path: str, payload: dict) -> None:
@@ -50,35 +213,42 @@ def _write_json_atomic(path: str, payload: dict) -> None:
 
     from ferkit.io import atomic_write
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=2) + "\n"))
 
 
-@main.command()
+# ---------------------------------------------------------------------------------------------------------------
+# Commands.
+
+
+@main.command(short_help="Faces and their emotions in images and folders.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for results.json, faces.csv and annotated/ (a rerun skips finished images).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write all results as JSON ('-' = stdout).")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), help="Write one row per face as CSV.")
 @click.option("--no-annotate", is_flag=True, help="With --out, do not write annotated images.")
-@click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
-@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
-@click.option("--min-face", type=int, default=0, show_default=True, help="Ignore faces smaller than this (pixels).")
-@click.option("--max-faces", type=int, help="Keep only the N largest faces per image.")
-@click.option("--tta", type=click.Choice(["none", "flip"]), default="flip", show_default=True,
-              help="flip: average each face with its mirror image (more accurate, ~2 ms per photo).")
-@WORKERS
+@model_option()
+@detector_option()
+@min_face_option()
+@once_option("--max-faces", type=click.IntRange(min=1), help="Keep only the N largest faces per image.")
+@tta_option("flip")
+@workers_option()
 @FORCE
 def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_out: str | None, no_annotate: bool,
             model: str, detector: str, min_face: int, max_faces: int | None, tta: str, workers: int | None,
             force: bool) -> None:
-    """Find every face in images and folders and classify its emotion."""
-    from ferkit.analyze import analyze_paths, prepare_output_file, write_csv, write_json
+    """Find every face in images and folders and classify its emotion.
+
+    Faces are numbered from 0 in each image, largest first: the same number in this output, in faces.csv's
+    `face` column and in the JSON `faces` list.
+    """
+    from ferkit.analyze import analyze_paths, write_csv, write_json
     from ferkit.recognizer import Recognizer
 
-    for target in (json_out, csv_out):
-        if target and target != "-":
-            prepare_output_file(target)
+    check_inputs(paths)
+    prepare_out_dir(out)
+    prepare_out_file(json_out, "--json")
+    prepare_out_file(csv_out, "--csv")
     recognizer = Recognizer(model, detector, min_face=min_face, max_faces=max_faces, tta=tta, workers=workers)
     summary = analyze_paths(list(paths), recognizer, out, annotated=not no_annotate,
                             on_error=_report_skip, force=force)
@@ -89,7 +259,7 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
             for i, f in enumerate(r.faces):
                 x, y, w, h = f.box
                 top3 = ", ".join(f"{k} {v:.2f}" for k, v in sorted(f.scores.items(), key=lambda kv: -kv[1])[:3])
-                click.echo(f"{r.source}: face {i + 1} at x={x} y={y} w={w} h={h}: {f.emotion} ({f.confidence:.2f}, "
+                click.echo(f"{r.source}: face {i} at x={x} y={y} w={w} h={h}: {f.emotion} ({f.confidence:.2f}, "
                            f"{f.group}) [{top3}]")
     if json_out == "-":
         import json
@@ -99,18 +269,19 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
         write_json(Path(json_out), summary.results)
     if csv_out:
         write_csv(Path(csv_out), summary.results, recognizer.runtime.labels)
-    done = f", {summary.skipped_done} already done" if summary.skipped_done else ""
-    click.echo(f"{summary.images} images, {summary.faces} faces{done}, {len(summary.failed)} failed"
-               + (f"; results in {out}" if out else ""), err=True)
+    done = f", {summary.skipped_done:,} already done" if summary.skipped_done else ""
+    click.echo(f"{plural(summary.images, 'image')}, {plural(summary.faces, 'face')}{done}, "
+               f"{len(summary.failed):,} failed" + (f"; results in {out}" if out else ""), err=True)
     if summary.failed:
         sys.exit(1)
 
 
-@main.command()
+@main.command(short_help="Rank photos by their faces' expressions (photo books).")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for ranking.csv, contact_sheet.jpg and analyze's results (a rerun skips finished images).")
-@click.option("--top", type=click.IntRange(min=0), default=12, show_default=True, help="Photos to list and to put on the contact sheet.")
+@click.option("--top", type=click.IntRange(min=0), default=12, show_default=True,
+              help="Photos to list and to put on the contact sheet.")
 @click.option("--by", "--score", "by", default="positive", show_default=True,
               help="What a photo is scored on: positive, negative, group:neutral, or a label (happy, neutral, ...).")
 @click.option("--weight", type=click.Choice(["area-confidence", "area", "confidence", "none"]),
@@ -118,10 +289,10 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
               help="How much each face counts within its photo: box area x top-label probability, either, or equally.")
 @click.option("--columns", type=click.IntRange(min=1), default=4, show_default=True, help="Contact sheet columns.")
 @click.option("--annotate", "annotated", is_flag=True, help="With --out, also write annotated images.")
-@click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
-@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
-@click.option("--min-face", type=int, default=0, show_default=True, help="Ignore faces smaller than this (pixels).")
-@WORKERS
+@model_option()
+@detector_option()
+@min_face_option()
+@workers_option()
 @FORCE
 def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str, columns: int, annotated: bool,
          model: str, detector: str, min_face: int, workers: int | None, force: bool) -> None:
@@ -133,6 +304,8 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
     from ferkit.rank import rank_paths
     from ferkit.recognizer import Recognizer
 
+    check_inputs(paths)
+    prepare_out_dir(out)
     recognizer = Recognizer(model, detector, min_face=min_face, workers=workers)
     summary = rank_paths(list(paths), recognizer, out, by=by, weight=weight, top=top, columns=columns,
                          annotated=annotated, on_error=_report_skip, force=force)
@@ -142,19 +315,19 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
         click.echo(f"{p.rank:>4}  {score}  {n:>2} face{' ' if n == 1 else 's'}  {p.result.source}")
     no_face = summary.no_face
     if no_face:
-        click.echo(f"{len(no_face)} photo{'' if len(no_face) == 1 else 's'} without faces (ranked last, no score)",
-                   err=True)
+        click.echo(f"{plural(len(no_face), 'photo')} without faces (ranked last, no score)", err=True)
     a = summary.analysis
-    done = f", {a.skipped_done} already done" if a.skipped_done else ""
+    done = f", {a.skipped_done:,} already done" if a.skipped_done else ""
     where = f"; ranking in {summary.csv_path}" if summary.csv_path else ""
     sheet = f", contact sheet {summary.sheet_path}" if summary.sheet_path else ""
-    click.echo(f"{len(summary.ranking)} photos ranked by {summary.target} (weight {weight}): {a.images} analysed, "
-               f"{a.faces} faces{done}, {len(a.failed)} failed{where}{sheet}", err=True)
+    click.echo(f"{plural(len(summary.ranking), 'photo')} ranked by {summary.target} (weight {weight}): "
+               f"{a.images:,} analysed, {plural(a.faces, 'face')}{done}, {len(a.failed):,} failed{where}{sheet}",
+               err=True)
     if a.failed:
         sys.exit(1)
 
 
-@main.command()
+@main.command(short_help="Per-stage timings and throughput on photos.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed runs of each photo (median taken).")
@@ -162,10 +335,10 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
 @click.option("--batches", default="1,256", show_default=True, help="Batch sizes for classification-only throughput.")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Time each classification batch size for at least this long.")
-@click.option("--threads", type=int, help="ONNX Runtime intra-op threads (default: all cores).")
-@click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
-@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
-@WORKERS
+@click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads (default: all cores).")
+@model_option()
+@detector_option()
+@workers_option()
 def bench(paths: tuple[str, ...], repeat: int, json_out: str | None, batches: str, min_seconds: float,
           threads: int | None, model: str, detector: str, workers: int | None) -> None:
     """Time each stage (decode, detect, align+crop, classify) on photos, and classification throughput."""
@@ -175,64 +348,84 @@ def bench(paths: tuple[str, ...], repeat: int, json_out: str | None, batches: st
     try:
         sizes = [int(b) for b in batches.split(",") if b.strip()]
     except ValueError:
-        raise ValueError(f"--batches must be comma-separated integers, not {batches!r}") from None
+        raise UserInputError(f"--batches must be comma-separated integers, not {batches!r}") from None
     if not sizes or min(sizes) < 1:
-        raise ValueError(f"--batches must be positive integers, not {batches!r}")
+        raise UserInputError(f"--batches must be positive integers, not {batches!r}")
+    check_inputs(paths)
+    prepare_out_file(json_out, "--json")
     recognizer = Recognizer(model, detector, threads=threads, workers=workers)
     report = bench_paths(list(paths), recognizer, repeat=repeat, batches=sizes,
                          min_seconds=min_seconds, progress=True)
     for msg in report.failed:
-        click.echo(f"skipped {msg}", err=True)
+        _report_skip(msg)
     click.echo(format_report(report))
     if json_out:
         _write_json_atomic(json_out, report.to_dict())
     if report.failed:
-        click.echo(f"{len(report.failed)} files could not be read (left out of the timings)", err=True)
+        click.echo(f"{plural(len(report.failed), 'file')} could not be read (left out of the timings)", err=True)
         sys.exit(1)
 
 
-@main.group()
+@main.group(short_help="Inspect datasets: counts, sizes, unreadable files.")
 def data() -> None:
     """Inspect datasets (class folders, FER2013 csv, FER+ folders, manifest csv)."""
 
 
-@data.command("stats")
-@click.argument("path", type=click.Path(exists=True))
+@data.command("stats", short_help="Counts per split and class, sizes, modes, unreadable files.")
+@click.argument("path", callback=_existing_path)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the statistics as JSON.")
 @click.option("--no-check", is_flag=True, help="Do not decode every image (faster; unreadable files go unnoticed).")
 def data_stats(path: str, json_out: str | None, no_check: bool) -> None:
     """Counts per split and class, image sizes and modes, unreadable files, FER+ protocol counts."""
     from ferkit.data.stats import dataset_stats, format_stats
 
+    prepare_out_file(json_out, "--json")
     stats = dataset_stats(path, check_images=not no_check)
     click.echo(format_stats(stats))
     if json_out:
         _write_json_atomic(json_out, stats.to_dict())
 
 
-@main.command()
-@click.argument("data_path", metavar="DATA", type=click.Path(exists=True))
-@click.option("--model", default="default", show_default=True, help="Shipped model name or package folder.")
-@click.option("--split", help="Training, PublicTest or PrivateTest (also train/val/test).")
+def _split_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """'all', or a split name users type (train/val/test, ...) checked now, before the model loads."""
+    if value is None or value.lower() == "all":
+        return value and "all"
+    from ferkit.data.samples import canonical_split
+
+    try:
+        return canonical_split(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).replace("(or train/val/test)", "(or train/val/test/all)")) from None
+
+
+@main.command(short_help="Accuracy, macro-F1, confusion of a model on a dataset.")
+@click.argument("data_path", metavar="DATA", callback=_existing_path)
+@model_option()
+@click.option("--split", callback=_split_option, show_default="PrivateTest where DATA has it, else all",
+              help="Training, PublicTest or PrivateTest (also train/val/test), or all.")
 @click.option("--grouping", type=click.Choice(["7", "8", "6", "3"]), help="Collapse labels into this space first.")
-@click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
-              help="Test-time augmentation: average with the mirrored crop.")
+@tta_option("none")
 @click.option("--ferplus-mode", type=click.Choice(["majority", "plurality", "soft"]), default="majority",
               show_default=True, help="FER+ labelling protocol.")
 @click.option("--faces", type=click.Choice(["none", "detect", "auto"]), default="none", show_default=True,
               help="none: DATA holds face crops; detect: find the largest face in each image (whole photos); "
                    "auto: detect only in images more than twice the model's input size.")
-@click.option("--detector", default="auto", show_default=True, help="Face detector for --faces detect/auto.")
+@detector_option("Face detector for --faces detect/auto.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
 @click.option("--plots", type=click.Path(file_okay=False), help="Write confusion matrices (PNG) into this folder.")
 def evaluate(data_path: str, model: str, split: str | None, grouping: str | None, tta: str, ferplus_mode: str,
              faces: str, detector: str, json_out: str | None, plots: str | None) -> None:
-    """Accuracy, macro-F1, top-2, per-class P/R/F1 and confusion of a model on a labelled dataset."""
+    """Accuracy, macro-F1, top-2, per-class P/R/F1 and confusion of a model on a labelled dataset.
+
+    The first line of the report names the split that was scored and its size.
+    """
     from ferkit.evaluate import evaluate_dataset, format_report, save_confusion_plots
 
+    prepare_out_file(json_out, "--json")
+    prepare_out_dir(plots, "--plots")
     report = evaluate_dataset(data_path, model, split, grouping, tta, ferplus_mode, faces, detector, progress=True)
     for problem in report["problems"]:
-        click.echo(f"skipped {problem}", err=True)
+        _report_skip(problem)
     click.echo(format_report(report))
     if json_out:
         _write_json_atomic(json_out, report)
@@ -241,26 +434,53 @@ def evaluate(data_path: str, model: str, split: str | None, grouping: str | None
             click.echo(f"wrote {p}")
 
 
-@main.command()
+def _models_table(folders: list[Path]) -> str:
+    """One row per model package: what a user compares before choosing ``--model``."""
+    from ferkit.models.package import GRAPH_NAME, read_card
+
+    header = ("name", "labels", "size", "accuracy", "ECE", "crop", "detector")
+    rows, label_lines = [], []
+    for folder in folders:
+        card = read_card(folder)
+        m = card.metrics
+        if m.get("accuracy") is not None:
+            acc = f"{100 * m['accuracy']:.2f}% {m.get('split') or '?'} (n={m.get('n', '?')}), no TTA"
+            if m.get("flip_tta_accuracy") is not None:
+                acc += f"; {100 * m['flip_tta_accuracy']:.2f}% flip TTA"
+        else:
+            acc = "not measured"
+        ece = m.get("ece", m.get("flip_tta_ece"))
+        size_mb = (folder / GRAPH_NAME).stat().st_size / 1e6 if (folder / GRAPH_NAME).is_file() else 0.0
+        crop = f"{card.crop_policy}" + (f" {card.crop_margin:g}" if card.crop_policy == "margin" else "")
+        crop += ", aligned" if card.align else ""
+        detector = card.training.get("detector") or ("auto (needs eye landmarks)" if card.align else "auto")
+        rows.append((card.name, str(len(card.labels)), f"{size_mb:.1f} MB", acc,
+                     "-" if ece is None else f"{ece:.3f}", crop, detector))
+        label_lines.append(f"  {card.name}: {', '.join(card.labels)}; {card.architecture.split(' ')[0] or '?'}, "
+                           f"{card.parameters / 1e6:.1f}M parameters, input {card.input_size}x{card.input_size}x"
+                           f"{card.channels}")
+    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in (header, *rows)]
+    return "\n".join(lines + ["", "labels and architecture:"] + label_lines)
+
+
+@main.command(short_help="The shipped models: labels, size, scores, detector.")
 def models() -> None:
-    """List the shipped model packages with their labels and scores."""
-    from ferkit.models.package import WEIGHTS_DIR, read_card, shipped_models
+    """List the shipped model packages: labels, size, accuracy (split, TTA), calibration, detector."""
+    from ferkit.models.package import WEIGHTS_DIR, shipped_models
 
     names = shipped_models()
     if not names:
         click.echo("no shipped models")
-    for name in names:
-        card = read_card(WEIGHTS_DIR / name)
-        acc = card.metrics.get("accuracy")
-        click.echo(f"{name}: {card.architecture}, {card.parameters:,} params, {card.input_size}x{card.input_size}x"
-                   f"{card.channels}, labels {','.join(card.labels)}" + (f", accuracy {acc:.4f}" if acc else ""))
+        return
+    click.echo(_models_table([WEIGHTS_DIR / name for name in names]))
 
 
-@main.command()
-@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@main.command(short_help="Train a model from a YAML recipe (resumable).")
+@click.argument("config", callback=_existing_path)
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/<recipe name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch checkpoint.")
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@once_option("--device", default="cpu", type=click.Choice(DEVICES), help="Where to train.")
 @click.option("--epochs", type=click.IntRange(min=1),
               help="Override the recipe's epoch count; with phases, every phase gets this many (1 = smoke run).")
 @click.option("--limit", type=click.IntRange(min=1),
@@ -272,6 +492,7 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
 
     Overrides (--epochs, --limit, --val-limit) are written into the run's recipe.yaml; --resume needs the same ones.
     """
+    require_extra("train", "ferkit train")
     from ferkit.train.config import load_config
     from ferkit.train.loop import fit
 
@@ -283,12 +504,14 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
     if val_limit is not None:
         cfg.data.val_limit = val_limit
     run_dir = Path(out) if out else Path("runs") / cfg.name
+    prepare_out_dir(str(run_dir))
     summary = fit(cfg, run_dir, resume=resume, device=device, command="ferkit train " + " ".join(sys.argv[2:]))
-    click.echo(f"run {summary['run']}: {summary['epochs_done']} epochs, best val {cfg.monitor} {summary['best_val']:.4f}")
+    click.echo(f"run {summary['run']}: {plural(summary['epochs_done'], 'epoch')}, "
+               f"best val {cfg.monitor} {summary['best_val']:.4f}")
 
 
-@main.command("export")
-@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@main.command("export", short_help="Export a training run to a model package.")
+@click.argument("run", callback=_existing_path)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Package folder to write.")
 @click.option("--which", type=click.Choice(["best", "last"]), default="best", show_default=True,
               help="Checkpoint: best by the validation metric, or the last epoch.")
@@ -303,8 +526,12 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
 def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: str, crop_margin: float,
                no_evaluate: bool, quantize: str | None) -> None:
     """Export a training run to a model package (ONNX + card), checking ONNX/torch parity."""
+    require_extra("train", "ferkit export")
     from ferkit.train.export_run import export_run
 
+    if not Path(run).is_dir():
+        raise UserInputError(f"{run}: not a run folder (give the --out folder of `ferkit train`)")
+    prepare_out_dir(out)
     command = "ferkit export " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     card = export_run(run, out, which, name, crop_policy, crop_margin, evaluate=not no_evaluate, command=command,
                       quantize=quantize)

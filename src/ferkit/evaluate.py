@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from ferkit.errors import UserInputError
 from ferkit.io import atomic_write
 from ferkit.labels import Grouping, grouping as get_grouping
 
@@ -63,7 +64,7 @@ def metrics_report(true_labels: Sequence[str], probs: np.ndarray, model_labels: 
     probs = probs[keep] if len(truths) else probs
     truths = [t for t in truths if t in known]
     if not truths:
-        raise ValueError("no samples left to evaluate (none of the data's labels is one the model outputs)")
+        raise UserInputError("no samples left to evaluate (none of the data's labels is one the model outputs)")
     index = {lab: i for i, lab in enumerate(labels)}
     y_true = np.array([index[t] for t in truths])
     y_pred = probs.argmax(axis=1)
@@ -91,7 +92,10 @@ def metrics_report(true_labels: Sequence[str], probs: np.ndarray, model_labels: 
 
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text summary: headline metrics, per-class table, what was skipped."""
-    lines = [
+    split = report.get("split")
+    lines = [f"scored: {'all entries' if split in (None, 'all') else 'split ' + split} of {report.get('data', '?')}"
+             f" (n={report['n']:,})"] if "split" in report else []
+    lines += [
         f"n={report['n']}  accuracy={report['accuracy']:.4f}  macro_f1={report['macro_f1']:.4f}  "
         f"top2_accuracy={report['top2_accuracy']:.4f}",
         f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}",
@@ -148,6 +152,21 @@ def _face_crop_or_none(recognizer, image: np.ndarray) -> np.ndarray | None:
     return crop_face(image, detections[0], **recognizer.crop_args) if detections else None
 
 
+def choose_split(dataset, split: str | None) -> str:
+    """The split to score: ``split`` itself ('all' = every entry), or for None the test split (PrivateTest) when
+    the data has one, else 'all'. Scoring Training data by default would report a model's fit, not its accuracy."""
+    from ferkit.data import canonical_split
+
+    if split is None:
+        return "PrivateTest" if "PrivateTest" in dataset.splits else "all"
+    if split == "all":
+        return "all"
+    try:
+        return canonical_split(split)
+    except ValueError as exc:
+        raise UserInputError(str(exc)) from None
+
+
 def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "default", split: str | None = None,
                      grouping: str | None = None, tta: str = "none", ferplus_mode: str = "majority",
                      faces: str = "none", detector: str = "auto", progress: bool = False) -> dict[str, Any]:
@@ -156,6 +175,8 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
     ``faces``: 'none' when the images are face crops already; 'detect' to find the largest face in each (whole
     photos), cropped with the model card's policy; 'auto' detects only in images more than twice the model's input
     size. Images where detection finds no face are counted in ``skipped['no_face']``, never silently dropped.
+    ``split``: see :func:`choose_split` (None: the test split where there is one); the report's ``split`` says
+    which was scored.
     """
     from tqdm import tqdm
 
@@ -163,7 +184,7 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
     from ferkit.runtime import ModelRuntime
 
     if faces not in FACES_MODES:
-        raise ValueError(f"faces must be one of {FACES_MODES}, not {faces!r}")
+        raise UserInputError(f"faces must be one of {FACES_MODES}, not {faces!r}")
     recognizer = None
     if faces == "none":
         runtime = ModelRuntime(model, tta=tta)
@@ -173,9 +194,11 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
         recognizer = Recognizer(model, detector, tta=tta)
         runtime = recognizer.runtime
     dataset = open_dataset(data, ferplus_mode)
-    entries = dataset.split(split)
+    split = choose_split(dataset, split)
+    entries = dataset.split(None if split == "all" else split)
     if not entries:
-        raise ValueError(f"{data}: no entries in split {split!r} (splits present: {dataset.splits})")
+        present = ", ".join(s or "no split" for s in dataset.splits) or "none: no labelled images"
+        raise UserInputError(f"{data}: no entries in split {split!r} (splits present: {present})")
     mode = "gray" if runtime.card.channels == 1 and recognizer is None else "rgb"
     problems: list = []
     truths: list[str] = []

@@ -21,6 +21,7 @@ from ferkit.analyze import AnalyzeSummary, run_analysis
 from ferkit.io import atomic_write, atomic_write_csv
 from ferkit.journal import open_journal, recognizer_settings
 from ferkit.annotate import GROUP_COLOURS
+from ferkit.errors import UserInputError
 from ferkit.labels import VALENCE_3, try_canonical
 from ferkit.recognizer import Recognizer
 from ferkit.results import Face, ImageResult
@@ -34,7 +35,7 @@ RANKING_COLUMNS = ["rank", "source", "score", "faces", "emotions", "largest_face
 def resolve_target(by: str, labels: Sequence[str]) -> str:
     """The canonical target of a score: 'positive' or 'negative' (groups), 'group:neutral' (the neutral group:
     neutral + surprise), or one of the model's labels ('happy'; aliases such as 'happiness' work; plain 'neutral'
-    is the label). Raises ValueError naming the choices for anything else."""
+    is the label). Raises UserInputError (a ValueError) naming the choices for anything else."""
     key = by.strip().lower()
     if key.startswith("group:"):
         name = key.split(":", 1)[1]
@@ -46,7 +47,7 @@ def resolve_target(by: str, labels: Sequence[str]) -> str:
         name = try_canonical(key)
         if name is not None and name in labels:
             return name
-    raise ValueError(f"cannot rank by {by!r}: choose positive, negative, group:neutral or one of the model's labels "
+    raise UserInputError(f"cannot rank by {by!r}: choose positive, negative, group:neutral or one of the model's labels "
                      f"({', '.join(labels)})")
 
 

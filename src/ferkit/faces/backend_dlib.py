@@ -17,16 +17,15 @@ import threading
 
 import numpy as np
 
+from ferkit.errors import missing_extra
 from ferkit.faces.registry import Detector, DetectorUnavailable
-
-_INSTALL = "pip install 'ferkit[faces]' (or: pip install dlib-bin face-recognition-models)"
 
 
 def _import_dlib():
     try:
         import dlib
     except ImportError:
-        raise DetectorUnavailable(f"detector 'dlib' needs the dlib package: {_INSTALL}") from None
+        raise DetectorUnavailable(str(missing_extra("faces", "detector 'dlib'"))) from None
     return dlib
 
 
@@ -71,10 +70,8 @@ class DlibDetector(Detector):
         if landmarks:
             path = predictor_path or default_predictor_path()
             if path is None:
-                raise DetectorUnavailable(
-                    "detector 'dlib' needs shape_predictor_5_face_landmarks.dat from face-recognition-models: "
-                    + _INSTALL
-                )
+                raise DetectorUnavailable(str(missing_extra(
+                    "faces", "detector 'dlib' (its landmarks model, from face-recognition-models)")))
             if not os.path.exists(path):
                 raise DetectorUnavailable(f"detector 'dlib': no such shape predictor file {path}")
             self._predictor_path = path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ferkit.errors import missing_extra
 from ferkit.faces.registry import Detector, DetectorUnavailable
 
 _KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
@@ -29,10 +30,9 @@ class MediaPipeDetector(Detector):
         try:
             from mediapipe.python.solutions import face_detection
         except (ImportError, AttributeError, RuntimeError, OSError) as exc:  # missing, or built against another numpy
-            raise DetectorUnavailable(
-                "detector 'mediapipe' needs mediapipe==0.10.21 (pins numpy<2): pip install 'ferkit[mediapipe]'"
-                f" [{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}]"
-            ) from None
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+            raise DetectorUnavailable(f"{missing_extra('mediapipe', 'detector mediapipe')}; mediapipe==0.10.21 "
+                                      f"pins numpy<2 [{reason}]") from None
         self.model = model
         self.name = "mediapipe" if model == "full" else "mediapipe_short"
         self.max_side = max_side

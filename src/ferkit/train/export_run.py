@@ -134,6 +134,7 @@ def evaluate_card_metrics(package: Path, data: str, split: str | None) -> dict[s
     """Headline metrics (single crop and flip TTA) with the command that reproduces each."""
     from ferkit.evaluate import evaluate_dataset
 
+    split = split or "all"  # a test source without a split is scored whole (evaluate's default is the test split)
     metrics: dict[str, Any] = {"data": data, "split": split}
     for tta in ("none", "flip"):
         report = evaluate_dataset(data, package, split, tta=tta)
