@@ -56,6 +56,15 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.propagate = False
 
 
+def _close_progress_bars() -> None:
+    """Finish the line of any open progress bar now, so that nothing is drawn after the last message."""
+    if "tqdm" in sys.modules:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", ())):
+            bar.close()
+
+
 class FerkitGroup(click.Group):
     """Turns ferkit's own errors into one line on stderr (exit 1) and Ctrl-C into one line (exit 130)."""
 
@@ -68,7 +77,8 @@ class FerkitGroup(click.Group):
             click.echo(f"ferkit: error: {message}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("\nferkit: interrupted", err=True)
+            _close_progress_bars()
+            click.echo("ferkit: interrupted", err=True)
             sys.exit(130)
 
 
