@@ -10,6 +10,7 @@ label would not fit across the image.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -73,25 +74,47 @@ def place_labels(shape: Sequence[int], boxes: Sequence[Rect], sizes: Sequence[tu
     return placed
 
 
-def annotate(image: np.ndarray, result: ImageResult) -> np.ndarray:
-    """A copy of the RGB image with every face's box and 'emotion 0.93' label drawn on it."""
-    out = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
-    height, width = out.shape[:2]
-    font_scale, thickness = text_style(out.shape)
+@dataclass
+class Layout:
+    """Where annotate() draws: per face its box, label text and label rectangle, plus the text style."""
+
+    font_scale: float
+    thickness: int
+    boxes: list[Rect]
+    texts: list[str]
+    labels: list[Rect]
+    text_heights: list[int]
+
+
+def layout(shape: Sequence[int], result: ImageResult) -> Layout:
+    """Text style for the image, then a label rectangle for every face (see :func:`place_labels`)."""
+    width = shape[1]
+    font_scale, thickness = text_style(shape)
     texts = [f"{face.emotion} {face.confidence:.2f}" for face in result.faces]
-    widest = max((cv2.getTextSize(t, FONT, font_scale, thickness)[0][0] + 2 * PAD for t in texts), default=0)
-    if widest > width:  # a small image (a face crop): shrink the text to fit across it
-        font_scale = max(0.2, font_scale * width / widest)
+
+    def widest(scale: float, thick: int) -> int:
+        return max((cv2.getTextSize(t, FONT, scale, thick)[0][0] + 2 * PAD for t in texts), default=0)
+
+    if widest(font_scale, thickness) > width:  # a small image (a face crop): shrink the text to fit across it
         thickness = 1
+        while font_scale > 0.2 and widest(font_scale, thickness) > width:
+            font_scale *= 0.9
     boxes = [(x, y, x + w, y + h) for x, y, w, h in (face.box for face in result.faces)]
     metrics = [cv2.getTextSize(t, FONT, font_scale, thickness) for t in texts]
     sizes = [(tw + 2 * PAD, th + base + 2 * PAD) for (tw, th), base in metrics]
-    box_thickness = max(1, round(2 * max(height, width) / 800))
-    for face, box in zip(result.faces, boxes):
+    return Layout(font_scale, thickness, boxes, texts, place_labels(shape, boxes, sizes),
+                  [th for (_, th), _ in metrics])
+
+
+def annotate(image: np.ndarray, result: ImageResult) -> np.ndarray:
+    """A copy of the RGB image with every face's box and 'emotion 0.93' label drawn on it."""
+    out = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
+    plan = layout(out.shape, result)
+    box_thickness = max(1, round(2 * max(out.shape[:2]) / 800))
+    for face, box in zip(result.faces, plan.boxes):
         cv2.rectangle(out, box[:2], (box[2], box[3]), GROUP_COLOURS[face.group], box_thickness)
-    for face, text, rect, ((_, th), _) in zip(result.faces, texts, place_labels(out.shape, boxes, sizes), metrics):
-        colour = GROUP_COLOURS[face.group]
-        cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), colour, -1)
-        cv2.putText(out, text, (rect[0] + PAD, rect[1] + PAD + th), FONT, font_scale, (255, 255, 255), thickness,
-                    cv2.LINE_AA)
+    for face, text, rect, th in zip(result.faces, plan.texts, plan.labels, plan.text_heights):
+        cv2.rectangle(out, rect[:2], (rect[2] - 1, rect[3] - 1), GROUP_COLOURS[face.group], -1)
+        cv2.putText(out, text, (rect[0] + PAD, rect[1] + PAD + th), FONT, plan.font_scale, (255, 255, 255),
+                    plan.thickness, cv2.LINE_AA)
     return out
