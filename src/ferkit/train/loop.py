@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 import sys
 import time
@@ -34,8 +33,6 @@ from ferkit.train.freeze import apply_phase, freeze_batchnorm
 from ferkit.train.optim import build_optimizer, build_scheduler
 from ferkit.train.report import finish_run, save_curves
 from ferkit.train.tensors import TensorSet, load_tensors
-
-log = logging.getLogger(__name__)
 
 NORM_MEAN = 0.5
 NORM_STD = 0.5
@@ -188,7 +185,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
     val = load_split(cfg, "val")
     labels = train.labels
     for problem in train.problems + val.problems:
-        log.warning("skipped %s", problem.reason)
+        tqdm.write(f"skipped {problem.reason}")
     phases = cfg.run_phases()
     total_epochs = cfg.total_epochs
     steps = math.ceil(len(train) / cfg.batch_size)
@@ -208,11 +205,11 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
         phase_best = state.get("phase_best", best)
         if state.get("phase_done", False):
             phase_idx, phase_epoch, state = phase_idx + 1, 0, None
-        log.info(f"resuming {paths.root} after epoch {epoch}")
+        tqdm.write(f"resuming {paths.root} after epoch {epoch}")
 
     if not resumed and cfg.init:
         model.load_state_dict(load_file(_init_weights(cfg.init)))
-        log.info(f"initialised from {cfg.init}")
+        tqdm.write(f"initialised from {cfg.init}")
     train_targets = _train_targets(cfg, train, paths)
     mode = "min" if cfg.monitor == "loss" else "max"
 
@@ -240,9 +237,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
         where = f" (phase {phase_idx + 1}/{len(phases)}: train {phase.train}" \
             + (f" {phase.last_n}" if phase.train == "last_n" else "") + ")" if len(phases) > 1 else ""
         if len(phases) > 1 and phase_epoch == 0:
-            log.info(f"phase {phase_idx + 1}/{len(phases)}: train {phase.train}"
-                     + (f" (last {phase.last_n} blocks)" if phase.train == "last_n" else "")
-                     + f", {sum(p.numel() for p in params):,} trainable parameters, lr {lr:g}, {phase.epochs} epochs")
+            tqdm.write(f"phase {phase_idx + 1}/{len(phases)}: train {phase.train}"
+                       + (f" (last {phase.last_n} blocks)" if phase.train == "last_n" else "")
+                       + f", {sum(p.numel() for p in params):,} trainable parameters, lr {lr:g}, {phase.epochs} epochs")
         while phase_epoch < phase.epochs:
             if stop_after_epochs is not None and epoch >= stop_after_epochs:
                 return summary()
@@ -328,19 +325,19 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
             atomic_write(paths.state, lambda p: torch.save(ckpt, p))
             atomic_write_csv(paths.metrics, METRIC_FIELDS, history)
             save_curves(history, paths.root / "curves.png")
-            log.info(f"epoch {epoch}/{total_epochs}{where} train_loss {row['train_loss']:.4f} "
-                     f"train_acc {row['train_accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
-                     f"val_f1 {row['val_macro_f1']:.4f} lr {row['lr']:.2e} {row['seconds']:.0f}s"
-                     + (" *" if improved else ""))
+            tqdm.write(f"epoch {epoch}/{total_epochs}{where} train_loss {row['train_loss']:.4f} "
+                       f"train_acc {row['train_accuracy']:.4f} val_acc {row['val_accuracy']:.4f} "
+                       f"val_f1 {row['val_macro_f1']:.4f} lr {row['lr']:.2e} {row['seconds']:.0f}s"
+                       + (" *" if improved else ""))
             if stop_early:
-                log.info(f"early stopping: no {cfg.monitor} gain in {since_best} epochs"
-                         + (f"; phase {phase_idx + 1} ends" if len(phases) > 1 else ""))
+                tqdm.write(f"early stopping: no {cfg.monitor} gain in {since_best} epochs"
+                           + (f"; phase {phase_idx + 1} ends" if len(phases) > 1 else ""))
                 break
         phase_idx, phase_epoch = phase_idx + 1, 0
     if history:
         scores = finish_run(paths.root, model, cfg, val, device, command)
-        log.info("best weights: " + ", ".join(f"{split} accuracy {m['accuracy']:.4f}" for split, m in scores.items())
-                 + f"; confusion matrices, curves.png and card.json in {paths.root}")
+        tqdm.write("best weights: " + ", ".join(f"{split} accuracy {m['accuracy']:.4f}" for split, m in scores.items())
+                   + f"; confusion matrices, curves.png and card.json in {paths.root}")
     return summary()
 
 
@@ -358,7 +355,7 @@ def _train_targets(cfg: TrainConfig, train: TensorSet, paths: RunPaths) -> torch
     teacher = cached_teacher_probabilities(paths.root / "teacher_targets.safetensors", d.teacher, train.images,
                                            train.labels, d.temperature, d.flip)
     agree = float((teacher.argmax(1) == train.targets).float().mean())
-    log.info(f"distilling from {d.teacher}: teacher agrees with {agree:.1%} of the training labels")
+    tqdm.write(f"distilling from {d.teacher}: teacher agrees with {agree:.1%} of the training labels")
     return d.weight * teacher + (1 - d.weight) * targets
 
 
