@@ -177,20 +177,20 @@ def _probe_writable(folder: Path, what: str) -> None:
         raise UserInputError(f"{what}: cannot write into the folder {folder} ({exc.strerror or exc})") from None
 
 
-def _make_folder(folder: Path, what: str) -> None:
+def _make_folder(folder: Path, what: str, noun: str) -> None:
     if folder.exists() and not folder.is_dir():
-        raise UserInputError(f"{what}: {folder} exists and is not a folder")
+        raise UserInputError(f"{what}: cannot create {noun} {folder} (a file of that name exists)")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserInputError(f"{what}: cannot create the folder {folder} ({exc.strerror or exc})") from None
+        raise UserInputError(f"{what}: cannot create {noun} {folder} ({exc.strerror or exc})") from None
     _probe_writable(folder, what)
 
 
 def prepare_out_dir(out: str | None, option: str = "--out") -> None:
     """Create an output folder now and check it is writable, before the work whose results go there."""
     if out is not None:
-        _make_folder(Path(out), f"{option} {out}")
+        _make_folder(Path(out), f"{option} {out}", "the folder")
 
 
 def prepare_out_file(path: str | None, option: str) -> None:
@@ -199,7 +199,7 @@ def prepare_out_file(path: str | None, option: str) -> None:
         return
     if Path(path).is_dir():
         raise UserInputError(f"{option} {path}: is a folder; give a file name")
-    _make_folder(Path(path).parent, f"{option} {path}")
+    _make_folder(Path(path).parent, f"{option} {path}", "its folder")
 
 
 def _existing_path(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -256,9 +256,9 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
     from ferkit.recognizer import Recognizer
 
     check_inputs(paths)
-    prepare_out_dir(out)
     prepare_out_file(json_out, "--json")
     prepare_out_file(csv_out, "--csv")
+    prepare_out_dir(out)
     recognizer = Recognizer(model, detector, min_face=min_face, max_faces=max_faces, tta=tta, workers=workers)
     summary = analyze_paths(list(paths), recognizer, out, annotated=not no_annotate,
                             on_error=_report_skip, force=force)
