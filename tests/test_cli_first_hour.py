@@ -50,15 +50,17 @@ def photo(tmp_path) -> Path:
 
 # --- optional extras -----------------------------------------------------------------------------------------
 
-BLOCK_TORCH = "sys.modules['torch'] = None"  # what an install without the train extra looks like to `import torch`
-
-
-@pytest.mark.parametrize("args", [("train", "configs/default.yaml", "--out", "RUN"), ("export", "configs", "--out", "PKG")])
-def test_train_extra_missing_is_one_line_naming_the_install(args, tmp_path):
-    args = [str(tmp_path / a) if a in ("RUN", "PKG") else a for a in args]
-    line = one_line_error(ferkit(*args, cwd=REPO, prelude=BLOCK_TORCH))
-    assert f"ferkit {args[0]} needs the 'train' extra: pip install \"ferkit[train]\"" in line
-    assert not (tmp_path / "RUN").exists() and not (tmp_path / "PKG").exists()
+@pytest.mark.parametrize("args,blocked,extra", [
+    (("train", "configs/default.yaml", "--out", "OUT"), "torch", "train"),
+    (("export", "configs", "--out", "OUT"), "torch", "train"),
+    (("serve", "--port", "0"), "fastapi", "serve"),
+])
+def test_missing_extra_is_one_line_naming_the_install(args, blocked, extra, tmp_path):
+    """What an install without the extra looks like to `import torch`: sys.modules[name] = None."""
+    args = [str(tmp_path / a) if a == "OUT" else a for a in args]
+    line = one_line_error(ferkit(*args, cwd=REPO, prelude=f"sys.modules[{blocked!r}] = None"))
+    assert f"ferkit {args[0]} needs the '{extra}' extra: pip install \"ferkit[{extra}]\"" in line
+    assert not (tmp_path / "OUT").exists()
 
 
 def test_mediapipe_missing_is_one_line_naming_the_readme_install(photo):

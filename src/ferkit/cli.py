@@ -29,7 +29,8 @@ DETECTORS = ("auto", "dlib", "haar", "mediapipe", "mediapipe_short")
 
 DEVICES = ("cpu", "cuda")
 
-EXTRA_MODULES = {"train": ("torch", "timm", "safetensors", "onnx")}
+EXTRA_MODULES = {"train": ("torch", "timm", "safetensors", "onnx"),
+                 "serve": ("fastapi", "uvicorn", "prometheus_client")}
 """What each optional extra must make importable, for commands that need it."""
 
 
@@ -552,13 +553,13 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
                    f"flip-TTA {card.metrics['flip_tta_accuracy']:.4f}, macro-F1 {card.metrics['macro_f1']:.4f}")
 
 
-@main.command()
+@main.command(short_help="The HTTP API and a web page for photos and the webcam.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (loopback: only this machine; see docs/SERVE.md before exposing it).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="TCP port.")
-@click.option("--model", "models", multiple=True, default=("default",), show_default=True,
+@click.option("--model", "models", multiple=True, default=("default",), show_default=True, metavar="NAME|FOLDER",
               help="Shipped model name or package folder; repeat to load several (the first is the default).")
-@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+@detector_option()
 @click.option("--api-key", envvar="FERKIT_API_KEY", show_envvar=True,
               help="Require this key on every endpoint but /health (prefer the environment variable: a command "
                    "line is visible to other users).")
@@ -570,19 +571,14 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
               help="Most images in one batch request.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds a request may take, reading its body included (slow clients get 408).")
-@click.option("--workers", type=click.IntRange(min=1),
-              help="Images decoded and detected at once, in threads (default: one per core).")
+@workers_option()
 @click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most images of concurrent requests that go through the model together (1: no batching).")
 def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key: str | None, max_upload_mb: float,
           max_pixels: int, max_files: int, timeout_s: float, workers: int | None, max_batch: int) -> None:
     """Serve the HTTP API (/v1/analyze, /docs) and the web page (/) until Ctrl-C."""
-    try:
-        from ferkit.serve.app import run
-    except ImportError as exc:
-        from ferkit.errors import missing_extra
-
-        raise missing_extra("serve", "ferkit serve") from exc
+    require_extra("serve", "ferkit serve")
+    from ferkit.serve.app import run
     from ferkit.serve.config import ServeConfig
 
     config = ServeConfig(host=host, port=port, models=models, detector=detector, api_key=api_key,
