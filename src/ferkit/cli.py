@@ -47,14 +47,16 @@ class _ConsoleHandler(logging.Handler):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """Send the library's log records (``logging.getLogger("ferkit....")``) to stderr, once per process."""
+    """Send the library's log records (``logging.getLogger("ferkit....")``) to stderr, once per process.
+
+    The records still propagate to the root logger (pytest's caplog, an application's own handlers); with no root
+    handler configured, as in the ``ferkit`` command, they print once."""
     root = logging.getLogger("ferkit")
     root.setLevel(level)
     if not any(isinstance(h, _ConsoleHandler) for h in root.handlers):
         handler = _ConsoleHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         root.addHandler(handler)
-    root.propagate = False
 
 
 def _close_progress_bars() -> None:
