@@ -273,9 +273,3 @@ def test_skipped_files_are_logged_and_the_others_kept(tmp_path, photo):
     assert any(line.startswith("skipped ") and "broken.jpg" in line for line in done.stderr.splitlines())
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [Path(r["source"]).name for r in results] == ["photo.jpg"] and len(results[0]["faces"]) == 3
-
-
-def test_library_code_logs_instead_of_tqdm_write():
-    offenders = [str(p.relative_to(REPO)) for p in (REPO / "src" / "ferkit").rglob("*.py")
-                 if p.name != "cli.py" and "tqdm.write" in p.read_text()]
-    assert offenders == []
