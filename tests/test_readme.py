@@ -165,6 +165,11 @@ def test_readme_command(readme_env, command, skip_reason):
     if "ferkit analyze photo.jpg" in command:
         faces = [line for line in done.stdout.splitlines() if re.search(r"photo\.jpg: face \d+ at x=", line)]
         assert len(faces) == 3 and "photo.jpg: face 0 at x=" in faces[0], done.stdout
+    if command.startswith("ferkit analyze ../shared/data/photos --out results/"):
+        results = readme_env.checkout / "results"
+        assert (results / "results.json").is_file() and (results / "faces.csv").is_file()
+        images = [p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+        assert len(list((results / "annotated").iterdir())) == len(images)
     if command.startswith("ferkit evaluate") and "--split" not in command:
         assert done.stdout.splitlines()[0].startswith("scored: split PrivateTest of"), done.stdout
     if command.startswith("ferkit models"):
