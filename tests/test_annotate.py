@@ -95,3 +95,15 @@ def test_text_grows_with_the_image_and_shrinks_to_fit_a_crop(recognizer):
     x0, y0, x1, y1 = plan.labels[0]
     assert 0 <= x0 and x1 <= 48 and 0 <= y0 and y1 <= 48
     assert annotate(crop, one).shape == crop.shape
+
+
+def test_a_reduced_copy_of_the_image_gets_the_boxes_scaled(recognizer):
+    """Large files are decoded at a working size; annotate draws the original-pixel boxes onto that copy."""
+    image = read_image(need(PHOTOS / "dlib__2008_002470.jpg"))
+    result = recognizer.analyze(image)
+    half = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    full, reduced = layout(image.shape, result), layout(half.shape, result)
+    for (a0, b0, a1, b1), (c0, d0, c1, d1) in zip(full.boxes, reduced.boxes):
+        assert max(abs(a0 / 2 - c0), abs(b0 / 2 - d0), abs(a1 / 2 - c1), abs(b1 / 2 - d1)) <= 1
+    boxes, labels, sizes = reduced.boxes, reduced.labels, [(x1 - x0, y1 - y0) for x0, y0, x1, y1 in reduced.labels]
+    _check(half, boxes, labels, sizes)

@@ -87,8 +87,13 @@ class Layout:
 
 
 def layout(shape: Sequence[int], result: ImageResult) -> Layout:
-    """Text style for the image, then a label rectangle for every face (see :func:`place_labels`)."""
+    """Text style for the image, then a label rectangle for every face (see :func:`place_labels`).
+
+    ``shape`` may be that of a reduced copy of the analysed image (a large file decoded at a working size): the
+    boxes, in original-image pixels, are scaled by its width over ``result.width``.
+    """
     width = shape[1]
+    k = width / result.width if result.width else 1.0
     font_scale, thickness = text_style(shape)
     texts = [f"{face.emotion} {face.confidence:.2f}" for face in result.faces]
 
@@ -99,7 +104,8 @@ def layout(shape: Sequence[int], result: ImageResult) -> Layout:
         thickness = 1
         while font_scale > 0.2 and widest(font_scale, thickness) > width:
             font_scale *= 0.9
-    boxes = [(x, y, x + w, y + h) for x, y, w, h in (face.box for face in result.faces)]
+    boxes = [(round(x * k), round(y * k), round((x + w) * k), round((y + h) * k))
+             for x, y, w, h in (face.box for face in result.faces)]
     metrics = [cv2.getTextSize(t, FONT, font_scale, thickness) for t in texts]
     sizes = [(tw + 2 * PAD, th + base + 2 * PAD) for (tw, th), base in metrics]
     return Layout(font_scale, thickness, boxes, texts, place_labels(shape, boxes, sizes),
