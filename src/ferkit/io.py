@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ferkit.errors import UserInputError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
 MAX_PIXELS = 100_000_000
 """Refuse images above this many pixels (30000x30000 is 900 M): decoding them would need gigabytes."""
@@ -63,6 +64,10 @@ def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def is_video_path(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
 def _to_uint8(img: Image.Image) -> Image.Image:
     """16-bit and 32-bit modes scaled down to 8 bits (PIL's convert('L') would clip them instead)."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -89,6 +94,8 @@ def read_image(source: str | os.PathLike | bytes, mode: str = "rgb") -> np.ndarr
             raise ImageError(f"{name}: is a folder, not an image")
         if os.path.getsize(source) == 0:
             raise ImageError(f"{name}: empty file (0 bytes)")
+        if is_video_path(source):
+            raise ImageError(f"{name}: a video, not an image: use `ferkit video {name}`")
     try:
         import io as _io
 

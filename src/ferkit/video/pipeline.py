@@ -1,0 +1,304 @@
+"""A video through the Recognizer's detector and classifier, with tracking, re-identification, smoothing,
+summaries and (with an output folder) progressive writers.
+
+Per frame: decode -> (every ``stride``-th frame) detect, else the tracker's predicted boxes -> person ids ->
+crop (the model card's policy) + classify every face in one batch -> smooth per person -> sinks. Memory holds one
+frame, the tracker's state and a few numbers per person and per second, so it stays flat with video length.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferkit.errors import UserInputError
+from ferkit.faces import crop_face
+from ferkit.faces.detection import Detection
+from ferkit.video import lecture as lecture_view
+from ferkit.video.results import FRAME_COLUMNS, GROUPS, FrameResult, PersonFace, VideoResult
+from ferkit.video.smoothing import EmaSmoother
+from ferkit.video.source import VideoSource
+from ferkit.video.summary import GroupSeconds, PeopleSummary, clip_result
+from ferkit.video.tracking import FaceTracker, TrackedFace
+
+DEFAULT_DETECT_FPS = 10.0
+"""Detections per second of video when neither stride nor detect_fps is given: faces move little in 0.1 s and the
+tracker carries boxes in between (docs/VIDEO.md measures the trade-off)."""
+
+
+@dataclass
+class VideoOptions:
+    """Settings of a video run (all recorded in summary.json).
+
+    stride: detect faces on every ``stride``-th frame (1 = every frame); ``detect_fps``: or this many times per
+    second of video (ignored when stride is given). smooth_s: EMA time constant in seconds (0 = off).
+    reid_threshold: dlib descriptor distance under which a new track is an earlier person (``reid`` False: every
+    track is a new person). lecture: also per-minute rows and low/high moments; aggregate_only: keep no identities
+    and write nothing per person (no descriptors are computed at all).
+    """
+
+    stride: int | None = None
+    detect_fps: float | None = None
+    max_people: int | None = None
+    start: float = 0.0
+    end: float | None = None
+    smooth_s: float = 0.5
+    reid: bool = True
+    reid_threshold: float = 0.5
+    lost_s: float = 1.0
+    lecture: bool = False
+    aggregate_only: bool = False
+    annotate: bool = True
+
+    def stride_for(self, fps: float) -> int:
+        if self.stride is not None:
+            if self.stride < 1:
+                raise UserInputError(f"--stride must be at least 1, not {self.stride}")
+            return self.stride
+        rate = self.detect_fps if self.detect_fps is not None else DEFAULT_DETECT_FPS
+        if rate <= 0:
+            raise UserInputError(f"--fps must be positive, not {rate}")
+        return max(1, int(round(fps / rate)))
+
+
+def _moved(det: Detection, box: tuple[int, int, int, int]) -> Detection:
+    """The last detection of a track moved to its predicted box: landmarks shifted and scaled with the box, so
+    eye-line alignment still applies between detection frames."""
+    x0, y0, w0, h0 = det.box
+    x1, y1, w1, h1 = box
+    sx, sy = w1 / max(w0, 1), h1 / max(h0, 1)
+    lms = {k: (x1 + (p[0] - x0) * sx, y1 + (p[1] - y0) * sy) for k, p in det.landmarks.items()}
+    return Detection(box, det.score, lms)
+
+
+class VideoRun:
+    """Iterate to get each ``FrameResult``; ``result()`` finishes the video and returns the ``VideoResult``.
+
+    recognizer: a ``ferkit.Recognizer`` (its detector, min_face, crop settings and model runtime are used).
+    source: a video path or a camera index (int). out: a folder for the outputs (None: nothing is written).
+    on_warning: called with one-line messages (e.g. a truncated file).
+    """
+
+    def __init__(self, recognizer, source: str | os.PathLike | int, options: VideoOptions | None = None,
+                 out: str | os.PathLike | None = None, on_warning: Callable[[str], None] | None = None,
+                 snapshot_every_s: float = 5.0) -> None:
+        self.recognizer = recognizer
+        self.options = options = options or VideoOptions()
+        if options.aggregate_only and not options.lecture:
+            options.lecture = True
+        camera = source if isinstance(source, int) else None
+        self.source = VideoSource(None if camera is not None else source, camera, options.start, options.end)
+        self.labels = list(recognizer.runtime.labels)
+        self.fps = self.source.fps
+        self.stride = options.stride_for(self.fps)
+        self.out = Path(out) if out is not None else None
+        self.on_warning = on_warning
+        self.snapshot_every_s = snapshot_every_s
+        self.timings: dict[str, float] = defaultdict(float)
+        self.frames = 0
+        self.error: str | None = None
+        self._result: VideoResult | None = None
+        self._iterator: Iterator[FrameResult] | None = None
+        self.tracker = FaceTracker(self.fps, self.stride, options.lost_s)
+        self.book = self._identity_book()
+        self.smoother = EmaSmoother(options.smooth_s)
+        self.people = PeopleSummary(self.labels, self.fps)
+        self.group = GroupSeconds(self.labels)
+
+    def _identity_book(self):
+        if self.options.aggregate_only:
+            return None
+        from ferkit.video.reid import FaceDescriber, IdentityBook
+
+        return IdentityBook(FaceDescriber() if self.options.reid else None, self.options.reid_threshold)
+
+    # -- settings and results -------------------------------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        s = {k: v for k, v in asdict(self.options).items()}
+        s.update(model=self.recognizer.model_name, detector=self.recognizer.detector.name,
+                 min_face=self.recognizer.min_face, detect_every_frames=self.stride,
+                 source_fps=round(self.fps, 3), width=self.source.width, height=self.source.height)
+        return s
+
+    def _video_result(self) -> VideoResult:
+        seconds = self.group.rows
+        thumbnails = {pid: f"thumbnails/person_{pid}.jpg" for pid in self.people.ids} if self.out else None
+        people = [] if self.options.aggregate_only else self.people.summaries(thumbnails)
+        minutes = lecture_view.minutes(seconds, self.labels) if self.options.lecture else []
+        moments = lecture_view.moments(seconds) if self.options.lecture else []
+        settings = self.settings()
+        settings["timings_s"] = {k: round(v, 3) for k, v in self.timings.items()}
+        if self.book is not None:
+            settings["face_descriptors_computed"] = self.book.descriptors_computed
+        return VideoResult(self.source.name, self.fps, self.frames, self.frames / self.fps, self.labels, people,
+                           seconds, clip_result(seconds, self.labels), settings, minutes, moments, self.error)
+
+    def result(self) -> VideoResult:
+        for _ in self:
+            pass
+        return self._result
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[FrameResult]:
+        if self._iterator is None:
+            self._iterator = self._run()
+        return self._iterator
+
+    def _detect(self, rgb: np.ndarray) -> list[Detection]:
+        r = self.recognizer
+        dets = [d for d in r.detector.detect(rgb) if min(d.box[2], d.box[3]) >= r.min_face]
+        if self.options.max_people is not None:
+            dets = sorted(dets, key=lambda d: -d.area)[: self.options.max_people]
+        return dets
+
+    def _run(self) -> Iterator[FrameResult]:
+        sinks = self._open_sinks()
+        last_det: dict[int, Detection] = {}
+        since_detection = 0
+        last_snapshot = time.monotonic()
+        timings = self.timings
+        w, h = self.source.width, self.source.height
+        try:
+            frames = iter(self.source)
+            while True:
+                t0 = time.perf_counter()
+                frame = next(frames, None)
+                t1 = time.perf_counter()
+                timings["decode"] += t1 - t0
+                if frame is None:
+                    break
+                detect_now = self.frames % self.stride == 0
+                if detect_now:
+                    detections = self._detect(frame.rgb)
+                    t2 = time.perf_counter()
+                    timings["detect"] += t2 - t1
+                    tracked = self.tracker.update(detections, w, h)
+                    since_detection = 0
+                else:
+                    t2 = time.perf_counter()
+                    since_detection += 1
+                    tracked = self.tracker.predict(since_detection / self.stride, w, h)
+                t3 = time.perf_counter()
+                timings["track"] += t3 - t2
+                persons = self.book.assign(frame.rgb, tracked) if self.book is not None else {}
+                t4 = time.perf_counter()
+                timings["reid"] += t4 - t3
+                faces = self._classify(frame, tracked, persons, last_det)
+                t5 = time.perf_counter()
+                timings["classify"] += t5 - t4
+                result = FrameResult(frame.index, frame.time_s, faces, detect_now)
+                self.frames += 1
+                self._write(result, frame.rgb, sinks)
+                now = time.monotonic()
+                if self.out is not None and now - last_snapshot > self.snapshot_every_s:
+                    self._snapshot(final=False)
+                    last_snapshot = time.monotonic()
+                timings["write"] += time.perf_counter() - t5
+                yield result
+            if self.source.truncated:
+                self.error = (f"{self.source.name}: the file ends at frame {self.source.frames_read} of "
+                              f"{self.source.frame_count} (truncated?); results cover what was read")
+                if self.on_warning:
+                    self.on_warning(self.error)
+        finally:  # also on Ctrl-C, an exception or a consumer that stopped iterating: close every output validly
+            self.source.close()
+            last_rows = self.group.flush()
+            if "seconds" in sinks:
+                sinks["seconds"].write(last_rows)
+            for sink in sinks.values():
+                sink.close()
+            self._result = self._video_result()
+            if self.out is not None:
+                self._snapshot(final=True)
+
+    def _classify(self, frame, tracked: list[TrackedFace], persons: dict[int, int],
+                  last_det: dict[int, Detection]) -> list[PersonFace]:
+        r = self.recognizer
+        dets = []
+        for t in tracked:
+            if t.detection is not None:
+                last_det[t.track_id] = t.detection
+                dets.append(t.detection)
+            else:
+                prev = last_det.get(t.track_id)
+                dets.append(_moved(prev, t.box) if prev is not None else Detection(t.box))
+        if not dets:
+            return []
+        crops = [crop_face(frame.rgb, d, **r.crop_args) for d in dets]
+        scores = r.runtime.predict(crops)
+        faces = []
+        for t, d, s in zip(tracked, dets, scores):
+            person = persons.get(t.track_id)
+            key = person if person is not None else -t.track_id
+            vec = np.array([s[k] for k in self.labels])
+            smoothed = self.smoother.update(key, frame.time_s, vec)
+            faces.append(PersonFace(t.box, s, dict(d.landmarks), d.score, person,
+                                    {k: float(v) for k, v in zip(self.labels, smoothed)}, t.detection is not None))
+        return faces
+
+    # -- outputs --------------------------------------------------------------------------------------------------
+
+    def _open_sinks(self) -> dict[str, Any]:
+        from ferkit.video.writers import AnnotatedVideo, CsvSink
+
+        if self.out is None:
+            return {}
+        self.out.mkdir(parents=True, exist_ok=True)
+        sinks: dict[str, Any] = {
+            "seconds": CsvSink(self.out / "seconds.csv", ["second", "faces", *GROUPS, *self.labels])}
+        if not self.options.aggregate_only:
+            (self.out / "thumbnails").mkdir(exist_ok=True)
+            sinks["frames"] = CsvSink(self.out / "frames.csv", FRAME_COLUMNS + self.labels)
+            if self.options.annotate:
+                sinks["video"] = AnnotatedVideo(self.out / "annotated.mp4", self.fps, self.source.width,
+                                                self.source.height)
+        return sinks
+
+    def _write(self, result: FrameResult, rgb: np.ndarray, sinks: dict[str, Any]) -> None:
+        from ferkit.video.writers import draw_frame
+
+        done = self.group.add(result)
+        if not self.options.aggregate_only:
+            self.people.add(result, rgb if self.out is not None else None)
+        if not sinks:
+            return
+        sinks["seconds"].write(done)
+        if "frames" in sinks:
+            sinks["frames"].write(result.rows(self.labels))
+        if "video" in sinks:
+            sinks["video"].write(draw_frame(rgb, result))
+
+    def _snapshot(self, final: bool) -> None:
+        """Rewrite the whole-file outputs from the state so far (atomically); the plots and report only at the
+        end and every sixth snapshot, as matplotlib costs ~0.2 s."""
+        from ferkit.video import writers
+        from ferkit.video.plots import plot_timeline
+        from ferkit.video.report import write_report
+
+        result = self._result if final else self._video_result()
+        out = self.out
+        if not self.options.aggregate_only:
+            for pid in self.people.ids:
+                thumb = self.people.thumbnail(pid)
+                if thumb is not None and (final or not (out / f"thumbnails/person_{pid}.jpg").exists()):
+                    writers.write_thumbnail(out / f"thumbnails/person_{pid}.jpg", thumb)
+            writers.write_people(out, result.people)
+        if self.options.lecture:
+            writers.write_csv(out / "minutes.csv", result.minutes,
+                              ["minute", "faces", "max_faces", *GROUPS, *self.labels])
+        writers.write_json(out / "summary.json", result.to_dict())
+        self._snapshots = getattr(self, "_snapshots", 0) + 1
+        if final or self._snapshots % 6 == 1:
+            lanes = {} if self.options.aggregate_only else self.people.lanes()
+            plot_timeline(out / "timeline.png", lanes, result.seconds, self.labels, result.moments,
+                          title=Path(self.source.name).name)
+            write_report(out, result)

@@ -1,0 +1,166 @@
+"""Frames from a video file or a camera, decoded one at a time (OpenCV), never all held in memory.
+
+Every way a source can be bad ends in one ``UserInputError`` line naming it: missing file, not a video, a codec
+OpenCV cannot decode, a zero-frame file, a camera that does not exist. A file that ends before the frame count
+in its header (truncated mid-frame) is not an error while reading: ``VideoSource.truncated`` says so afterwards,
+so the frames read so far still count.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferkit.errors import UserInputError
+from ferkit.io import VIDEO_EXTENSIONS, is_video_path
+
+__all__ = ["Frame", "VideoSource", "VIDEO_EXTENSIONS", "iter_video_paths"]
+
+
+@dataclass
+class Frame:
+    """One decoded frame: its index in the source, its time in seconds and the RGB pixels."""
+
+    index: int
+    time_s: float
+    rgb: np.ndarray
+
+
+def _fourcc(cap: cv2.VideoCapture) -> str:
+    code = int(cap.get(cv2.CAP_PROP_FOURCC))
+    text = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
+    return text if text.isprintable() and text.strip() else f"0x{code:08x}"
+
+
+class VideoSource:
+    """An opened video file (``path``) or camera (``camera`` index) that yields ``Frame``s.
+
+    start/end: seconds of the file to read (``end`` None = to the end); files only. For a camera, ``time_s`` is the
+    wall-clock time since the first frame and ``frame_count`` is None.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, camera: int | None = None, start: float = 0.0,
+                 end: float | None = None) -> None:
+        if (path is None) == (camera is None):
+            raise ValueError("give exactly one of path and camera")
+        if end is not None and end <= start:
+            raise UserInputError(f"--end ({end}) must be after --start ({start})")
+        self.camera = camera
+        self.name = f"camera {camera}" if camera is not None else str(path)
+        self.start, self.end = start, end
+        self.frames_read = 0
+        self.truncated = False
+        if camera is not None:
+            self._cap = cv2.VideoCapture(int(camera))
+            if not self._cap.isOpened():
+                raise UserInputError(f"camera {camera}: no such camera (or it is in use); list devices with "
+                                     "`ls /dev/video*` on Linux and pass another --camera index")
+            self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0
+            self.frame_count: int | None = None
+        else:
+            self._cap = self._open_file(Path(path))
+        self.width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+
+    def _open_file(self, path: Path) -> cv2.VideoCapture:
+        name = str(path)
+        if not path.exists():
+            raise UserInputError(f"{name}: no such file")
+        if path.is_dir():
+            raise UserInputError(f"{name}: is a folder (give the folder to `ferkit video` to process its videos)")
+        if path.stat().st_size == 0:
+            raise UserInputError(f"{name}: empty file (0 bytes)")
+        cap = cv2.VideoCapture(name, cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            raise UserInputError(f"{name}: not a video OpenCV can open (corrupt, or not a video file)")
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if count <= 0:
+            cap.release()
+            raise UserInputError(f"{name}: the video has no frames")
+        self.fps = fps if fps and math.isfinite(fps) and fps > 0 else 30.0
+        self.frame_count = count
+        ok, first = cap.read()
+        if not ok or first is None:
+            codec = _fourcc(cap)
+            cap.release()
+            raise UserInputError(f"{name}: cannot decode its frames (codec {codec}); convert it, e.g. "
+                                 f"`ffmpeg -i {path.name} -c:v libx264 out.mp4`")
+        # rewind to the start time (decoding the first frame above was the codec check)
+        first_index = int(round(self.start * self.fps))
+        if first_index >= count:
+            cap.release()
+            raise UserInputError(f"{name}: --start {self.start} s is past the end ({count / self.fps:.1f} s)")
+        cap.set(cv2.CAP_PROP_POS_FRAMES, first_index)
+        self._next_index = first_index
+        return cap
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.frame_count is None else self.frame_count / self.fps
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self.camera is not None:
+            yield from self._camera_frames()
+            return
+        last = self.frame_count if self.end is None else min(self.frame_count, int(math.ceil(self.end * self.fps)))
+        index = self._next_index
+        while index < last:
+            ok, bgr = self._cap.read()
+            if not ok or bgr is None:
+                # the header promised more frames than the file holds: cut short (e.g. a copy that stopped).
+                # Counts of some containers (mkv, webm) are estimates from the duration, hence the tolerance.
+                self.truncated = last - index > max(2, 0.02 * self.frame_count)
+                break
+            self.frames_read += 1
+            yield Frame(index, index / self.fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index += 1
+
+    def _camera_frames(self) -> Iterator[Frame]:
+        t0 = None
+        index = 0
+        while True:
+            ok, bgr = self._cap.read()
+            if not ok or bgr is None:
+                break
+            now = time.monotonic()
+            t0 = now if t0 is None else t0
+            if self.end is not None and now - t0 > self.end:
+                break
+            self.frames_read += 1
+            yield Frame(index, now - t0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            index += 1
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def iter_video_paths(paths: Iterable[str | os.PathLike], on_ignored=None) -> Iterator[Path]:
+    """Files as given; folders expanded recursively to their video files (sorted). ``on_ignored(path)`` is called
+    for each other file found in a folder, so the caller can say it was left out."""
+    for p in map(Path, paths):
+        if p.is_dir():
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames.sort()
+                for fn in sorted(filenames):
+                    f = Path(dirpath) / fn
+                    if is_video_path(f):
+                        yield f
+                    elif on_ignored is not None and not fn.startswith("."):
+                        on_ignored(f)
+        else:
+            yield p

@@ -1,0 +1,126 @@
+"""Output sinks of a video run, written as it goes, so a killed run keeps everything up to its last frame.
+
+- ``CsvSink`` appends rows and flushes after each frame (frames.csv, seconds.csv): a kill loses at most the frame
+  being written, and the file stays a valid CSV up to its last complete line.
+- ``AnnotatedVideo`` encodes with PyAV into a *fragmented* MP4 (``empty_moov``, a fragment per keyframe): an
+  ordinary MP4 is unreadable until its index is written at the very end, a fragmented one plays up to the last
+  fragment written.
+- Summary files (people.csv/json, thumbnails, summary.json, timeline.png, report.html) are whole-file snapshots,
+  rewritten atomically every few seconds and at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ferkit.annotate import GROUP_COLOURS
+from ferkit.errors import missing_extra
+from ferkit.io import atomic_write
+from ferkit.video.results import FrameResult, PersonSummary
+
+
+class CsvSink:
+    """A CSV file written row by row with a fixed header; flushed after every ``write``."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path = path
+        self._f = open(path, "w", newline="")
+        self._w = csv.DictWriter(self._f, fieldnames=columns, extrasaction="ignore")
+        self._w.writeheader()
+        self._f.flush()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._w.writerows(rows)
+            self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def draw_frame(rgb: np.ndarray, frame: FrameResult) -> np.ndarray:
+    """A copy of the frame with each face's box, person id and smoothed label (coloured by group)."""
+    out = rgb.copy()
+    scale = max(out.shape[:2]) / 800
+    thickness = max(1, round(2 * scale))
+    font_scale = max(0.4, 0.6 * scale)
+    for f in frame.faces:
+        x, y, w, h = f.box
+        colour = GROUP_COLOURS[f.smoothed_group]
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, thickness)
+        who = f"P{f.person} " if f.person is not None else ""
+        text = f"{who}{f.smoothed_emotion} {f.smoothed[f.smoothed_emotion]:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        top = y - th - base - 2 if y - th - base - 2 >= 0 else y + h
+        cv2.rectangle(out, (x, top), (x + tw + 4, top + th + base + 2), colour, -1)
+        cv2.putText(out, text, (x + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
+    return out
+
+
+class AnnotatedVideo:
+    """annotated.mp4: H.264 (libx264) in fragmented MP4, playable in browsers and after a kill."""
+
+    def __init__(self, path: Path, fps: float, width: int, height: int) -> None:
+        try:
+            import av
+        except ImportError:
+            raise missing_extra("video", "writing annotated.mp4") from None
+        from fractions import Fraction
+
+        self.path = path
+        self._container = av.open(str(path), "w", format="mp4",
+                                  options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+        self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        # H.264 in yuv420p needs even sizes
+        self._stream.width, self._stream.height = width - width % 2, height - height % 2
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"preset": "ultrafast", "crf": "26", "g": str(max(1, int(round(fps))))}
+        self._av = av
+
+    def write(self, rgb: np.ndarray) -> None:
+        h, w = self._stream.height, self._stream.width
+        frame = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:h, :w]), format="rgb24")
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+
+
+def write_json(path: Path, payload: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(payload, indent=1) + "\n"))
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+    columns = columns or (list(rows[0]) if rows else [])
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    atomic_write(path, write)
+
+
+def write_thumbnail(path: Path, rgb: np.ndarray, size: int = 128) -> None:
+    h, w = rgb.shape[:2]
+    s = size / max(h, w)
+    small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if ok:
+        atomic_write(path, lambda tmp: tmp.write_bytes(jpeg.tobytes()))
+
+
+def write_people(out: Path, people: list[PersonSummary]) -> None:
+    """people.json (full) and people.csv (flat: shares per group and per emotion as columns)."""
+    write_json(out / "people.json", [p.to_dict() for p in people])
+    write_csv(out / "people.csv", [p.row() for p in people])
