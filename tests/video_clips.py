@@ -1,0 +1,47 @@
+"""Test videos built from real photos (../shared/data/photos) with cv2.VideoWriter: camera moves, cuts, returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ferkit.io import read_image
+
+
+def window(photo: np.ndarray, cx: float, cy: float, zoom: float, size=(640, 360)) -> np.ndarray:
+    """A ``size`` view of ``photo`` centred on (cx, cy) (fractions of the photo), ``zoom`` x the fit-to-width
+    scale: a camera looking at the photo."""
+    w, h = size
+    scale = zoom * max(w / photo.shape[1], h / photo.shape[0])
+    m = np.float32([[scale, 0, w / 2 - cx * photo.shape[1] * scale], [0, scale, h / 2 - cy * photo.shape[0] * scale]])
+    return cv2.warpAffine(photo, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90))
+
+
+def write_video(path: Path, frames, fps: float = 30.0, fourcc: str = "MJPG") -> Path:
+    """Write RGB frames (an iterable) to ``path``; returns the path."""
+    writer = None
+    for rgb in frames:
+        if writer is None:
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (rgb.shape[1], rgb.shape[0]))
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if writer is not None:
+        writer.release()
+    return path
+
+
+def group_cut_return(photos: Path, n_a: int = 36, n_b: int = 18, n_c: int = 24):
+    """A slow pan and zoom across a group photo of 3 people, a cut to a portrait of 1 other person, and a cut back
+    to the group with the camera elsewhere: 4 real people, the group's 3 seen before and after the cut."""
+    group = read_image(photos / "dlib__2008_001322.jpg")
+    other = read_image(photos / "dlib__Tom_Cruise_avp_2014_4.jpg")
+    for i in range(n_a):
+        t = i / max(n_a - 1, 1)
+        yield window(group, 0.46 + 0.06 * t, 0.52, 1.0 + 0.12 * t)
+    for i in range(n_b):
+        t = i / max(n_b - 1, 1)
+        yield window(other, 0.5, 0.5, 0.5 + 0.03 * t)
+    for i in range(n_c):
+        t = i / max(n_c - 1, 1)
+        yield window(group, 0.5 + 0.03 * t, 0.40, 1.0)
