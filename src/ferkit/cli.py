@@ -30,7 +30,8 @@ DETECTORS = ("auto", "dlib", "haar", "mediapipe", "mediapipe_short")
 DEVICES = ("cpu", "cuda")
 
 EXTRA_MODULES = {"train": ("torch", "timm", "safetensors", "onnx"),
-                 "serve": ("fastapi", "uvicorn", "prometheus_client")}
+                 "serve": ("fastapi", "uvicorn", "prometheus_client"),
+                 "video": ("supervision", "av", "dlib", "onnx")}
 """What each optional extra must make importable, for commands that need it."""
 
 
@@ -592,6 +593,81 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key:
     click.echo(f"ferkit serve: loading models, then http://{host}:{port}/ (API docs at /docs); Ctrl-C stops it",
                err=True)
     run(config)
+
+
+# --- video (ferkit.video): self-contained, so changes to the shared options above rebase cleanly -----------------
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--camera", type=int, help="Analyze live camera N instead of files (Ctrl-C stops, outputs stay valid).")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for frames.csv, people.csv/json, timeline.png, annotated.mp4, summary.json, report.html "
+                   "(several videos: a subfolder each).")
+@click.option("--stride", type=click.IntRange(min=1), help="Detect faces on every K-th frame (tracker in between).")
+@click.option("--fps", "detect_fps", type=click.FloatRange(min=0, min_open=True),
+              help="Detect faces this many times per second of video (default 10; ignored with --stride).")
+@model_option()
+@detector_option()
+@min_face_option()
+@click.option("--max-people", type=click.IntRange(min=1), help="Follow at most the N largest faces per frame.")
+@click.option("--start", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Start at this second.")
+@click.option("--end", type=click.FloatRange(min=0, min_open=True), help="Stop at this second.")
+@click.option("--smooth", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Time constant (seconds) of each person's moving average of scores; 0 = no smoothing.")
+@click.option("--no-reid", is_flag=True, help="Do not re-identify people who leave and come back (no face descriptors).")
+@click.option("--lecture", is_flag=True, help="The lecture view: the audience per second and minute, low/high moments.")
+@click.option("--aggregate-only/--per-person", default=None,
+              help="Keep no identities and write nothing per person (the default with --lecture).")
+@click.option("--no-annotate", is_flag=True, help="Do not write annotated.mp4.")
+@tta_option("flip")
+def video(paths: tuple[str, ...], camera: int | None, out: str | None, stride: int | None, detect_fps: float | None,
+          model: str, detector: str, min_face: int, max_people: int | None, start: float, end: float | None,
+          smooth: float, no_reid: bool, lecture: bool, aggregate_only: bool | None, no_annotate: bool,
+          tta: str) -> None:
+    """Follow every person through videos (mp4, avi, mkv, webm, mov; folders) or a live camera: emotions per
+    person over time, the group per second, and the lecture view (see docs/VIDEO.md)."""
+    if (camera is None) == (not paths):
+        raise UserInputError("give video files/folders or --camera N (not both)")
+    require_extra("video", "ferkit video")
+    prepare_out_dir(out)
+    from ferkit.recognizer import Recognizer
+    from ferkit.video import VideoOptions
+
+    options = VideoOptions(stride=stride, detect_fps=detect_fps, max_people=max_people, start=start, end=end,
+                           smooth_s=smooth, reid=not no_reid, lecture=lecture,
+                           aggregate_only=lecture if aggregate_only is None else aggregate_only,
+                           annotate=not no_annotate)
+    recognizer = Recognizer(model, detector, min_face=min_face, tta=tta, workers=1)
+    if camera is not None:
+        from ferkit.video.live import run_camera
+
+        result = run_camera(camera, recognizer, out, options, echo=lambda m: click.echo(m, err=True))
+        click.echo(_video_line(result, out))
+        return
+    from ferkit.video.run import run_videos
+
+    summary = run_videos(list(paths), recognizer, out, options, on_error=_report_line)
+    for result in summary.results:
+        click.echo(_video_line(result, None))
+    fps = summary.frames / summary.seconds if summary.seconds else 0.0
+    click.echo(f"{len(summary.results)} videos, {summary.frames} frames at {fps:.1f} fps, {len(summary.failed)} "
+               f"failed" + (f"; results in {out}" if out else ""), err=True)
+    if summary.failed:
+        sys.exit(1)
+
+
+def _report_line(message: str) -> None:
+    """A bad or ignored input: one line (through logging, so it prints above any progress bar)."""
+    log.warning("%s", message)
+
+
+def _video_line(result, out: str | None) -> str:
+    clip = result.clip
+    n = len(result.people)
+    who = "" if result.settings.get("aggregate_only") else f", {n} {'person' if n == 1 else 'people'}"
+    what = (f"mostly {clip['dominant_emotion']} ({clip['group']} {clip['group_shares'][clip['group']]:.0%})"
+            if clip["faces_seen"] else "no face found")
+    return f"{result.source}: {result.frames} frames ({result.duration_s:.1f} s){who}, {what}"
 
 
 if __name__ == "__main__":

@@ -145,6 +145,19 @@ class Recognizer:
             yield p.result, p.image
 
 
+    def analyze_video(self, source: str | os.PathLike | int, out: str | os.PathLike | None = None, **options):
+        """A video file, camera index or stream URL, followed over time: a ``ferkit.video.VideoRun``.
+
+        Iterate it for per-frame ``FrameResult``s (faces with person ids and smoothed scores); ``.result()`` gives
+        the ``VideoResult`` (per-person and group summaries, ``to_dataframe()``). ``out``: also write frames.csv,
+        people.csv/json, timeline.png, annotated.mp4, summary.json and report.html there. ``options``: the fields
+        of ``ferkit.video.VideoOptions`` (stride, detect_fps, max_people, start, end, smooth_s, lecture, ...).
+        """
+        from ferkit.video import VideoOptions, VideoRun
+
+        return VideoRun(self, source, VideoOptions(**options), out)
+
+
 def iter_image_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     """Files as given, folders expanded recursively to their image files (sorted, so runs are reproducible)."""
     from ferkit.io import is_image_path

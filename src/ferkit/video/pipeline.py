@@ -28,6 +28,9 @@ from ferkit.video.source import VideoSource
 from ferkit.video.summary import GroupSeconds, PeopleSummary, clip_result
 from ferkit.video.tracking import FaceTracker, TrackedFace
 
+LIVE_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+"""Sources read live (newest frame first, dropping the rest) like a camera index."""
+
 DEFAULT_DETECT_FPS = 10.0
 """Detections per second of video when neither stride nor detect_fps is given: faces move little in 0.1 s and the
 tracker carries boxes in between (docs/VIDEO.md measures the trade-off)."""
@@ -82,18 +85,22 @@ class VideoRun:
     """Iterate to get each ``FrameResult``; ``result()`` finishes the video and returns the ``VideoResult``.
 
     recognizer: a ``ferkit.Recognizer`` (its detector, min_face, crop settings and model runtime are used).
-    source: a video path or a camera index (int). out: a folder for the outputs (None: nothing is written).
+    source: a video path, a camera index (int) or a stream URL. out: a folder for the outputs (None: nothing is
+    written). live: read the source as a live stream, dropping frames rather than falling behind (default: for
+    camera indexes and stream URLs).
     on_warning: called with one-line messages (e.g. a truncated file).
     """
 
     def __init__(self, recognizer, source: str | os.PathLike | int, options: VideoOptions | None = None,
                  out: str | os.PathLike | None = None, on_warning: Callable[[str], None] | None = None,
-                 snapshot_every_s: float = 5.0) -> None:
+                 snapshot_every_s: float = 5.0, live: bool | None = None) -> None:
         self.recognizer = recognizer
         self.options = options = options or VideoOptions()
         if options.aggregate_only and not options.lecture:
             options.lecture = True
-        camera = source if isinstance(source, int) else None
+        if live is None:
+            live = isinstance(source, int) or str(source).startswith(LIVE_PREFIXES)
+        camera = source if live else None
         self.source = VideoSource(None if camera is not None else source, camera, options.start, options.end)
         self.labels = list(recognizer.runtime.labels)
         self.fps = self.source.fps
@@ -105,11 +112,15 @@ class VideoRun:
         self.frames = 0
         self.error: str | None = None
         self._result: VideoResult | None = None
+        self.last_rgb: np.ndarray | None = None
+        """The RGB pixels of the frame last yielded (for drawing overlays)."""
         self._iterator: Iterator[FrameResult] | None = None
         self.tracker = FaceTracker(self.fps, self.stride, options.lost_s)
         self.book = self._identity_book()
         self.smoother = EmaSmoother(options.smooth_s)
-        self.people = PeopleSummary(self.labels, self.fps)
+        self.people = PeopleSummary(self.labels)
+        self._last_time: float | None = None
+        self.duration_s = 0.0
         self.group = GroupSeconds(self.labels)
 
     def _identity_book(self):
@@ -138,13 +149,22 @@ class VideoRun:
         settings["timings_s"] = {k: round(v, 3) for k, v in self.timings.items()}
         if self.book is not None:
             settings["face_descriptors_computed"] = self.book.descriptors_computed
-        return VideoResult(self.source.name, self.fps, self.frames, self.frames / self.fps, self.labels, people,
+        return VideoResult(self.source.name, self.fps, self.frames, self.duration_s, self.labels, people,
                            seconds, clip_result(seconds, self.labels), settings, minutes, moments, self.error)
 
     def result(self) -> VideoResult:
+        """Process the rest of the video (none after ``close``) and return its VideoResult."""
         for _ in self:
             pass
         return self._result
+
+    def close(self) -> None:
+        """Stop here (e.g. after Ctrl-C in the consumer): outputs are closed and written for the frames so far."""
+        if self._iterator is None:
+            self._iterator = iter(())
+            self._result = self._video_result()
+        else:
+            self._iterator.close()
 
     # -- the loop -------------------------------------------------------------------------------------------------
 
@@ -203,6 +223,7 @@ class VideoRun:
                     self._snapshot(final=False)
                     last_snapshot = time.monotonic()
                 timings["write"] += time.perf_counter() - t5
+                self.last_rgb = frame.rgb
                 yield result
             if self.source.truncated:
                 self.error = (f"{self.source.name}: the file ends at frame {self.source.frames_read} of "
@@ -267,8 +288,11 @@ class VideoRun:
         from ferkit.video.writers import draw_frame
 
         done = self.group.add(result)
+        prev, self._last_time = self._last_time, result.time_s
+        dt = 1.0 / self.fps if prev is None or self.source.camera is None else min(result.time_s - prev, 1.0)
+        self.duration_s += dt
         if not self.options.aggregate_only:
-            self.people.add(result, rgb if self.out is not None else None)
+            self.people.add(result, dt, rgb if self.out is not None else None)
         if not sinks:
             return
         sinks["seconds"].write(done)

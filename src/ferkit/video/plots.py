@@ -50,9 +50,9 @@ def plot_timeline(path: Path, lanes: dict[int, dict[int, str]], seconds: list[di
         ax_g.stackplot(xs, *[[r[g] for r in rows] for g in GROUPS], labels=GROUPS, step="post",
                        colors=[GROUP_COLOURS[g] for g in GROUPS])
         ax_n.step(xs, [r["faces"] for r in rows], where="post", color="black", lw=1)
+        ax_g.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax_g.set_ylim(0, 1)
     ax_g.set_ylabel("group share")
-    ax_g.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     ax_n.set_ylabel("faces")
     ax_n.set_xlabel("seconds")
     ax_n.set_ylim(bottom=0)

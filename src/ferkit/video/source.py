@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +34,40 @@ class Frame:
     rgb: np.ndarray
 
 
+def _quiet_capture(*args) -> cv2.VideoCapture:
+    """cv2.VideoCapture without OpenCV's own log lines on stderr (ferkit prints one line of its own instead)."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        return cv2.VideoCapture(*args)
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def _probe_codec(path: Path) -> str | None:
+    """The video codec PyAV (FFmpeg) reads from the container, when OpenCV cannot open a file: tells an unknown
+    codec apart from a file that is not a video at all. None when PyAV is absent or finds no video stream."""
+    try:
+        import av
+    except ImportError:
+        return None
+    import av.logging
+
+    level = av.logging.get_level()
+    av.logging.set_level(-8)  # AV_LOG_QUIET: FFmpeg's own complaints; ferkit prints one line of its own
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0] if container.streams.video else None
+            if stream is None:
+                return None
+            context = stream.codec_context  # None when FFmpeg has no decoder for the stream's codec
+            return context.name if context is not None and context.name else ""
+    except Exception:  # noqa: BLE001 - any failure to probe means: not a video we know
+        return None
+    finally:
+        av.logging.set_level(level)
+
+
 def _fourcc(cap: cv2.VideoCapture) -> str:
     code = int(cap.get(cv2.CAP_PROP_FOURCC))
     text = "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4))
@@ -40,28 +75,32 @@ def _fourcc(cap: cv2.VideoCapture) -> str:
 
 
 class VideoSource:
-    """An opened video file (``path``) or camera (``camera`` index) that yields ``Frame``s.
+    """An opened video file (``path``) or live source (``camera``: a device index, or a stream URL such as
+    rtsp://...) that yields ``Frame``s.
 
-    start/end: seconds of the file to read (``end`` None = to the end); files only. For a camera, ``time_s`` is the
-    wall-clock time since the first frame and ``frame_count`` is None.
+    start/end: seconds of the file to read (``end`` None = to the end). A live source is read by a thread that
+    keeps only the newest frame, so a consumer slower than the camera gets the latest frame and the ones in between
+    are dropped (counted in ``dropped``) instead of queueing up; ``time_s`` is wall-clock time since the first
+    frame, ``end`` a duration, and ``frame_count`` is None.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, camera: int | None = None, start: float = 0.0,
+    def __init__(self, path: str | os.PathLike | None = None, camera: int | str | None = None, start: float = 0.0,
                  end: float | None = None) -> None:
         if (path is None) == (camera is None):
             raise ValueError("give exactly one of path and camera")
         if end is not None and end <= start:
             raise UserInputError(f"--end ({end}) must be after --start ({start})")
         self.camera = camera
-        self.name = f"camera {camera}" if camera is not None else str(path)
+        self.name = str(path) if camera is None else f"camera {camera}" if str(camera).isdigit() else str(camera)
         self.start, self.end = start, end
         self.frames_read = 0
+        self.dropped = 0
         self.truncated = False
         if camera is not None:
-            self._cap = cv2.VideoCapture(int(camera))
+            self._cap = _quiet_capture(int(camera) if str(camera).isdigit() else str(camera))
             if not self._cap.isOpened():
-                raise UserInputError(f"camera {camera}: no such camera (or it is in use); list devices with "
-                                     "`ls /dev/video*` on Linux and pass another --camera index")
+                raise UserInputError(f"camera {camera}: no such camera or stream (or it is in use); list devices "
+                                     "with `ls /dev/video*` on Linux and pass another --camera index")
             self.fps = self._cap.get(cv2.CAP_PROP_FPS) or 30.0
             self.frame_count: int | None = None
         else:
@@ -77,10 +116,14 @@ class VideoSource:
             raise UserInputError(f"{name}: is a folder (give the folder to `ferkit video` to process its videos)")
         if path.stat().st_size == 0:
             raise UserInputError(f"{name}: empty file (0 bytes)")
-        cap = cv2.VideoCapture(name, cv2.CAP_FFMPEG)
+        cap = _quiet_capture(name, cv2.CAP_FFMPEG)
         if not cap.isOpened():
             cap.release()
-            raise UserInputError(f"{name}: not a video OpenCV can open (corrupt, or not a video file)")
+            codec = _probe_codec(path)
+            if codec is not None:
+                raise UserInputError(f"{name}: cannot decode its video ({f'codec {codec}' if codec else 'a codec FFmpeg does not know'}); convert it, e.g. "
+                                     f"`ffmpeg -i {path.name} -c:v libx264 out.mp4`")
+            raise UserInputError(f"{name}: not a video (or a corrupt one): OpenCV cannot open it")
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = cap.get(cv2.CAP_PROP_FPS)
         if count <= 0:
@@ -125,19 +168,41 @@ class VideoSource:
             index += 1
 
     def _camera_frames(self) -> Iterator[Frame]:
-        t0 = None
-        index = 0
-        while True:
-            ok, bgr = self._cap.read()
-            if not ok or bgr is None:
-                break
-            now = time.monotonic()
-            t0 = now if t0 is None else t0
-            if self.end is not None and now - t0 > self.end:
-                break
-            self.frames_read += 1
-            yield Frame(index, now - t0, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            index += 1
+        slot: list = [None]  # (index, time, bgr) of the newest frame not yet taken
+        fresh = threading.Condition()
+        stop = threading.Event()
+        t0 = time.monotonic()
+
+        def grab() -> None:
+            index = 0
+            while not stop.is_set():
+                ok, bgr = self._cap.read()
+                with fresh:
+                    if not ok or bgr is None:
+                        slot[0] = "end"
+                        fresh.notify()
+                        return
+                    if slot[0] is not None:
+                        self.dropped += 1
+                    slot[0] = (index, time.monotonic() - t0, bgr)
+                    fresh.notify()
+                index += 1
+
+        thread = threading.Thread(target=grab, name="ferkit-camera", daemon=True)
+        thread.start()
+        try:
+            while True:
+                with fresh:
+                    while slot[0] is None:
+                        fresh.wait()
+                    item, slot[0] = slot[0], None
+                if item == "end" or (self.end is not None and item[1] > self.end):
+                    break
+                self.frames_read += 1
+                yield Frame(item[0], item[1], cv2.cvtColor(item[2], cv2.COLOR_BGR2RGB))
+        finally:
+            stop.set()
+            thread.join(timeout=2)
 
     def close(self) -> None:
         self._cap.release()

@@ -1,7 +1,8 @@
 """Online summaries of a video as frames go by: per person and per second of the group, in memory that grows with
 the number of people and seconds (a few numbers each), never with the number of frames.
 
-Time on screen counts each processed frame as ``1 / fps`` seconds; shares are by the smoothed label, so one
+Time on screen adds each frame's duration (``1 / fps`` for a file; the time since the previous frame for a live
+source, which drops frames); shares are by the smoothed label, so one
 flickering frame does not count as a change of expression.
 """
 
@@ -22,6 +23,7 @@ class _PersonStats:
     first_s: float
     last_s: float
     frames: int = 0
+    seconds: float = 0.0
     label_frames: np.ndarray | None = None  # frames per smoothed label
     score_sum: np.ndarray | None = None
     lane: dict[int, np.ndarray] = field(default_factory=dict)  # second -> summed smoothed scores
@@ -32,22 +34,23 @@ class _PersonStats:
 class PeopleSummary:
     """Per-person time on screen, label shares, per-second lane (for the timeline) and best thumbnail."""
 
-    def __init__(self, labels: list[str], fps: float) -> None:
+    def __init__(self, labels: list[str]) -> None:
         self.labels = labels
-        self.fps = fps
         self._index = {k: i for i, k in enumerate(labels)}
         self._people: dict[int, _PersonStats] = {}
 
-    def add(self, frame: FrameResult, rgb: np.ndarray | None = None) -> None:
+    def add(self, frame: FrameResult, dt: float, rgb: np.ndarray | None = None) -> None:
         n = len(self.labels)
         for f in frame.faces:
             if f.person is None:
                 continue
             p = self._people.get(f.person)
             if p is None:
-                p = self._people[f.person] = _PersonStats(frame.time_s, frame.time_s, 0, np.zeros(n), np.zeros(n))
+                p = self._people[f.person] = _PersonStats(frame.time_s, frame.time_s, label_frames=np.zeros(n),
+                                                           score_sum=np.zeros(n))
             p.last_s = frame.time_s
             p.frames += 1
+            p.seconds += dt
             p.label_frames[self._index[f.smoothed_emotion]] += 1
             p.score_sum += [f.scores[k] for k in self.labels]
             sec = int(frame.time_s)
@@ -86,7 +89,7 @@ class PeopleSummary:
             for k, v in emotion_shares.items():
                 group_shares[GROUP_OF[k]] += v
             out.append(PersonSummary(
-                pid, p.first_s, p.last_s, p.frames / self.fps, self.labels[int(np.argmax(p.label_frames))],
+                pid, p.first_s, p.last_s, p.seconds, self.labels[int(np.argmax(p.label_frames))],
                 emotion_shares, group_shares,
                 {k: float(p.score_sum[i] / max(p.frames, 1)) for i, k in enumerate(self.labels)},
                 (thumbnails or {}).get(pid)))
