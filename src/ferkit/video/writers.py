@@ -76,7 +76,8 @@ class AnnotatedVideo:
 
         self.path = path
         self._container = av.open(str(path), "w", format="mp4",
-                                  options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+                                  options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                           "flush_packets": "1"})
         self._stream = self._container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         # H.264 in yuv420p needs even sizes
         self._stream.width, self._stream.height = width - width % 2, height - height % 2

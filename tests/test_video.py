@@ -1,0 +1,227 @@
+"""`ferkit video` and ferkit.video on real videos: the shared clip, a video built from real photos (a pan across a
+group, a cut, a return), bad inputs, the lecture view, a killed run, a live source."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import DATA, PHOTOS, need
+from ferkit.io import read_image
+from tests.video_clips import group_cut_return, window, write_video
+
+pytest.importorskip("supervision", reason="needs the video extra: pip install -e '.[video]'")
+
+CLIP = DATA / "videos" / "huimiang__1543684773.avi"
+
+
+def ferkit(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ferkit.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def count_frames(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+@pytest.fixture(scope="module")
+def recognizer():
+    from ferkit.recognizer import Recognizer
+
+    return Recognizer(workers=1)
+
+
+@pytest.fixture(scope="module")
+def shared_clip_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("clip") / "OUT"
+    proc = ferkit("video", str(need(CLIP)), "--out", str(out))
+    return proc, out
+
+
+def test_shared_clip_writes_every_output_with_one_person(shared_clip_run):
+    proc, out = shared_clip_run
+    assert proc.returncode == 0, proc.stderr
+    assert "67 frames" in proc.stdout and "1 person," in proc.stdout
+    for name in ("frames.csv", "seconds.csv", "people.csv", "people.json", "timeline.png", "annotated.mp4",
+                 "summary.json", "report.html", "thumbnails/person_1.jpg"):
+        assert (out / name).stat().st_size > 0, name
+
+    frames = read_csv(out / "frames.csv")
+    assert {r["person"] for r in frames} == {"1"}  # one id for the one person, in every frame
+    assert len({r["frame"] for r in frames}) >= 60  # the face is followed through (nearly) all 67 frames
+    labels = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    for r in frames[:5]:
+        assert math.isclose(sum(float(r[k]) for k in labels), 1.0, abs_tol=1e-3)
+        assert r["smoothed_group"] in ("positive", "neutral", "negative")
+    # boxes come from detections every 3rd frame (default 10 detections/s at 30 fps) and from the tracker between
+    assert {r["detected"] for r in frames} == {"0", "1"}
+
+    people = json.loads((out / "people.json").read_text())
+    assert len(people) == 1 and people[0]["person"] == 1
+    p = people[0]
+    assert 2.0 <= p["seconds"] <= 2.25
+    assert math.isclose(sum(p["group_shares"].values()), 1.0, abs_tol=1e-3)
+    assert p["dominant_emotion"] == max(p["emotion_shares"], key=p["emotion_shares"].get)
+    assert read_csv(out / "people.csv")[0]["dominant_emotion"] == p["dominant_emotion"]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 67 and summary["clip"]["faces_seen"]
+    assert summary["settings"]["detect_every_frames"] == 3 and summary["settings"]["model"] == "default"
+    assert count_frames(out / "annotated.mp4") == 67
+    assert cv2.imread(str(out / "timeline.png")) is not None
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "data:image/jpeg;base64," in html
+    assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
+
+
+@pytest.fixture(scope="module")
+def group_video(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("group") / "group.avi", group_cut_return(need(PHOTOS)))
+
+
+def test_group_pan_cut_return_ends_with_one_id_per_person(group_video, recognizer, tmp_path):
+    run = recognizer.analyze_video(group_video, out=tmp_path)
+    frames = list(run)
+    video = run.result()
+    # 3 people in the group photo + 1 in the portrait after the cut; the group's 3 get their ids back on return
+    assert [p.person for p in video.people] == [1, 2, 3, 4]
+    first_group = [f for f in frames if f.index < 36 and len(f.faces) == 3]
+    back = [f for f in frames if f.index >= 54 and len(f.faces) == 3]
+    assert first_group and back
+    order = lambda f: [face.person for face in sorted(f.faces, key=lambda face: face.box[0])]  # noqa: E731
+    assert order(first_group[0]) == order(back[-1])  # the same person in the same place, left to right
+    portrait = {face.person for f in frames if 36 <= f.index < 54 for face in f.faces}
+    assert portrait == {4}
+    df = video.to_dataframe()
+    assert list(df["person"]) == [1, 2, 3, 4] and (df["seconds"] > 0).all()
+
+
+def test_without_reid_the_returning_people_get_new_ids(group_video, recognizer):
+    """The check above is sharp: with re-identification off, the tracker alone loses people across the cut."""
+    video = recognizer.analyze_video(group_video, reid=False).result()
+    assert len(video.people) > 4
+
+
+def test_bad_inputs_one_line_each_and_the_rest_processed(tmp_path):
+    photo = cv2.cvtColor(cv2.imread(str(need(PHOTOS) / "dlib__Tom_Cruise_avp_2014_4.jpg")), cv2.COLOR_BGR2RGB)
+    frame = cv2.resize(photo, (320, 448))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    good = write_video(folder / "good.avi", [frame] * 12, fps=10)
+    data = good.read_bytes()
+    (folder / "truncated.avi").write_bytes(data[: len(data) // 2])
+    (folder / "codec.avi").write_bytes(data.replace(b"MJPG", b"ZZZZ"))  # a codec no decoder knows
+    (folder / "text.mp4").write_text("not a video\n")
+    writer = cv2.VideoWriter(str(folder / "zero.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 448))
+    writer.release()
+    (folder / "notes.txt").write_text("a folder mixing videos and other files\n")
+    out = tmp_path / "out"
+    proc = ferkit("video", str(folder), str(tmp_path / "missing.mp4"), "--out", str(out), "--fps", "5")
+    assert proc.returncode == 1
+    err = [line for line in proc.stderr.splitlines() if "frame/s" not in line and "s/frame" not in line]
+    expect = {"missing.mp4: no such file", "text.mp4: not a video", "zero.avi: the video has no frames",
+              "codec.avi: cannot decode its video", "truncated.avi: the file ends at frame",
+              "ignored " + str(folder / "notes.txt")}
+    for needle in expect:
+        assert sum(needle in line for line in err) == 1, (needle, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert "2 videos" in proc.stderr and "5 failed" in proc.stderr
+    # the good video and the readable part of the truncated one have their results
+    assert len(read_csv(out / "good" / "frames.csv")) == 12
+    partial = json.loads((out / "truncated" / "summary.json").read_text())
+    assert 0 < partial["frames"] < 12 and "truncated" in partial["error"]
+
+
+def test_missing_camera_is_one_line():
+    proc = ferkit("video", "--camera", "47")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "camera 47: no such camera" in proc.stderr
+
+
+def test_analyze_given_a_video_points_to_ferkit_video():
+    proc = ferkit("analyze", str(need(CLIP)))
+    assert proc.returncode == 1 and f"use `ferkit video {CLIP}`" in proc.stderr
+
+
+def test_lecture_aggregate_only_writes_nothing_per_person(group_video, recognizer, tmp_path):
+    proc = ferkit("video", str(group_video), "--lecture", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"seconds.csv", "minutes.csv", "summary.json", "timeline.png", "report.html"} <= names
+    assert not names & {"frames.csv", "people.csv", "people.json", "thumbnails", "annotated.mp4"}
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["people"] == [] and "face_descriptors_computed" not in summary["settings"]
+    assert {m["kind"] for m in summary["moments"]} == {"low", "high"}
+    seconds = read_csv(tmp_path / "seconds.csv")
+    assert [int(r["second"]) for r in seconds] == [0, 1, 2]
+    assert float(seconds[0]["faces"]) == pytest.approx(3.0, abs=0.5)  # the group of three in view
+    minute = read_csv(tmp_path / "minutes.csv")
+    assert len(minute) == 1 and math.isclose(sum(float(minute[0][g]) for g in ("positive", "neutral", "negative")),
+                                             1.0, abs_tol=1e-3)
+
+
+def test_a_killed_run_keeps_valid_outputs(tmp_path):
+    """SIGKILL mid-video: frames.csv holds complete rows up to the kill and annotated.mp4 still plays."""
+    photo = read_image(need(PHOTOS) / "dlib__Tom_Cruise_avp_2014_4.jpg")
+    long_video = write_video(tmp_path / "long.avi", (window(photo, 0.5 + i / 6000, 0.5, 0.5, (480, 320))
+                                                     for i in range(600)), fps=30)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "video", str(long_video), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "frames.csv").exists() and len((out / "frames.csv").read_text().splitlines()) > 70:
+                break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    rows = read_csv(out / "frames.csv")
+    assert 70 <= len(rows) < 600
+    assert all(r["neutral"] != "" for r in rows)  # no half-written row
+    assert count_frames(out / "annotated.mp4") > 0  # fragmented MP4: playable without its end
+
+
+def test_live_source_drops_frames_rather_than_falling_behind(group_video, recognizer, tmp_path):
+    from ferkit.video import VideoOptions
+    from ferkit.video.live import run_camera
+
+    messages: list[str] = []
+    video = run_camera(str(group_video), recognizer, tmp_path, VideoOptions(), echo=messages.append)
+    assert "headless" in messages[0]
+    dropped = int(messages[-1].split(", ")[-1].split()[0])
+    assert dropped > 0 and video.frames + dropped == 78
+    assert len(read_csv(tmp_path / "frames.csv")) > 0 and json.loads((tmp_path / "summary.json").read_text())
+
+
+def test_ema_time_constant_is_in_seconds():
+    from ferkit.video.smoothing import EmaSmoother
+
+    for fps in (10, 30):  # the same smoothing at any frame rate: after tau seconds a step is 1 - 1/e of the way
+        s = EmaSmoother(tau=0.5)
+        s.update(1, 0.0, np.array([1.0, 0.0]))
+        for i in range(1, int(0.5 * fps) + 1):
+            value = s.update(1, i / fps, np.array([0.0, 1.0]))
+        assert value[1] == pytest.approx(1 - math.exp(-1), abs=1e-9)
