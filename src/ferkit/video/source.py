@@ -178,14 +178,12 @@ class VideoSource:
             while not stop.is_set():
                 ok, bgr = self._cap.read()
                 with fresh:
-                    if not ok or bgr is None:
-                        slot[0] = "end"
-                        fresh.notify()
-                        return
-                    if slot[0] is not None:
+                    if slot[0] is not None:  # the consumer has not taken the previous frame: it is dropped
                         self.dropped += 1
-                    slot[0] = (index, time.monotonic() - t0, bgr)
+                    slot[0] = (index, time.monotonic() - t0, bgr) if ok and bgr is not None else "end"
                     fresh.notify()
+                    if slot[0] == "end":
+                        return
                 index += 1
 
         thread = threading.Thread(target=grab, name="ferkit-camera", daemon=True)
