@@ -45,3 +45,17 @@ def group_cut_return(photos: Path, n_a: int = 36, n_b: int = 18, n_c: int = 24):
     for i in range(n_c):
         t = i / max(n_c - 1, 1)
         yield window(group, 0.5 + 0.03 * t, 0.40, 1.0)
+
+
+def fer_clip(faces: list[np.ndarray], frames_per_face: int = 2, size=(256, 192), seed: int = 0):
+    """A clip from 48x48 FER2013 faces of one class: each face enlarged on a grey background for a few frames,
+    moving a few pixels (the motion of a person sitting still)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    for face in faces:
+        big = cv2.resize(face, (128, 128), interpolation=cv2.INTER_CUBIC)
+        for _ in range(frames_per_face):
+            canvas = np.full((h, w), 128, np.uint8)
+            x, y = (w - 128) // 2 + int(rng.integers(-6, 7)), (h - 128) // 2 + int(rng.integers(-6, 7))
+            canvas[y:y + 128, x:x + 128] = big
+            yield cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)

@@ -670,5 +670,76 @@ def _video_line(result, out: str | None) -> str:
     return f"{result.source}: {result.frames} frames ({result.duration_s:.1f} s){who}, {what}"
 
 
+@main.group()
+def clips() -> None:
+    """Whole-clip emotion (seed 004): face embeddings pooled per clip, then LinearSVC or a random forest."""
+
+
+@clips.command("train")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the classifier.")
+@click.option("--classifier", type=click.Choice(["linear-svc", "random-forest"]), default="linear-svc",
+              show_default=True)
+@click.option("--group", is_flag=True, help="Group descriptor: mean/std over the faces of each frame, then over frames "
+              "(default: the largest face of each frame; mean/std/min/max over frames).")
+@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds.")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Use every K-th frame.")
+@click.option("--model", default="default", show_default=True, help="Model package whose embedding is used.")
+@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+def clips_train(folder: str, out: str, classifier: str, group: bool, folds: int, every: int, model: str,
+                detector: str) -> None:
+    """Train a clip classifier on FOLDER (one subfolder of video clips per class); prints a cross-validated report."""
+    from ferkit.recognizer import Recognizer
+    from ferkit.video import clips as clip_lib
+
+    failed: list[str] = []
+
+    def bad(message: str) -> None:
+        failed.append(message)
+        _report_line(message)
+
+    recognizer = Recognizer(model, detector, workers=1)
+    report = clip_lib.train(folder, out, recognizer, classifier, "group" if group else "single", folds, every=every,
+                            on_error=bad)
+    counts = ", ".join(f"{k} {v}" for k, v in report["per_class"].items())
+    click.echo(f"{report['clips']} clips ({counts}); {report['kind']} descriptors of {report['descriptor_dim']} "
+               f"dims; {classifier}")
+    if report["cv_accuracy"] is not None:
+        click.echo(f"{report['cv_folds']}-fold cross-validated accuracy {report['cv_accuracy']:.3f}")
+    click.echo(report["cv_report"])
+    click.echo(f"classifier in {out}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@clips.command("predict")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--classifier", "classifier_dir", required=True, type=click.Path(file_okay=False),
+              help="A folder written by `ferkit clips train`.")
+@click.option("--model", default="default", show_default=True, help="The model package the classifier was trained on.")
+@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the predictions as JSON.")
+def clips_predict(paths: tuple[str, ...], classifier_dir: str, model: str, detector: str,
+                  json_out: str | None) -> None:
+    """Label whole clips (files or folders) with a trained clip classifier."""
+    from ferkit.recognizer import Recognizer
+    from ferkit.video import clips as clip_lib
+
+    failed: list[str] = []
+
+    def bad(message: str) -> None:
+        failed.append(message)
+        _report_line(message)
+
+    rows = clip_lib.predict(list(paths), classifier_dir, Recognizer(model, detector, workers=1), on_error=bad)
+    for row in rows:
+        scores = " ".join(f"{k} {v:.2f}" for k, v in row.get("scores", {}).items())
+        click.echo(f"{row['clip']}: {row['label']}" + (f" [{scores}]" if scores else ""))
+    if json_out:
+        _write_json_atomic(json_out, {"predictions": rows, "failed": failed})
+    if failed:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
