@@ -87,6 +87,8 @@ def test_shared_clip_writes_every_output_with_one_person(shared_clip_run):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 67 and summary["clip"]["faces_seen"]
+    assert summary["clip"]["group_shares"] == pytest.approx(p["group_shares"], abs=1e-3)  # one person = the group
+    assert sum(int(r["frames"]) for r in read_csv(out / "seconds.csv")) == 67
     assert summary["settings"]["detect_every_frames"] == 3 and summary["settings"]["model"] == "default"
     assert count_frames(out / "annotated.mp4") == 67
     assert cv2.imread(str(out / "timeline.png")) is not None

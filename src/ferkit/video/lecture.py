@@ -18,15 +18,16 @@ from ferkit.video.results import GROUPS
 
 
 def minutes(seconds: list[dict[str, Any]], labels: list[str]) -> list[dict[str, Any]]:
-    """Per-minute rows from per-second rows: mean faces in view, and shares weighted by faces in view."""
+    """Per-minute rows from per-second rows: mean faces in view, and shares weighted by face-frames."""
     out = []
     by_minute: dict[int, list[dict[str, Any]]] = {}
     for r in seconds:
         by_minute.setdefault(r["second"] // 60, []).append(r)
     for minute, rows in sorted(by_minute.items()):
-        w = np.array([r["faces"] for r in rows], np.float64)
-        row: dict[str, Any] = {"minute": minute, "faces": round(float(w.mean()), 3),
-                               "max_faces": round(float(w.max()), 3)}
+        faces = np.array([r["faces"] for r in rows], np.float64)
+        w = faces * np.array([r["frames"] for r in rows], np.float64)
+        row: dict[str, Any] = {"minute": minute, "faces": round(float(faces.mean()), 3),
+                               "max_faces": round(float(faces.max()), 3)}
         for k in list(GROUPS) + labels:
             row[k] = round(float(np.dot(w, [r[k] for r in rows]) / w.sum()), 4) if w.sum() else 0.0
         out.append(row)

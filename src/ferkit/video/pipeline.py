@@ -275,7 +275,7 @@ class VideoRun:
             return {}
         self.out.mkdir(parents=True, exist_ok=True)
         sinks: dict[str, Any] = {
-            "seconds": CsvSink(self.out / "seconds.csv", ["second", "faces", *GROUPS, *self.labels])}
+            "seconds": CsvSink(self.out / "seconds.csv", ["second", "frames", "faces", *GROUPS, *self.labels])}
         if not self.options.aggregate_only:
             (self.out / "thumbnails").mkdir(exist_ok=True)
             sinks["frames"] = CsvSink(self.out / "frames.csv", FRAME_COLUMNS + self.labels)

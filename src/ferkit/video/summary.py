@@ -125,7 +125,7 @@ class GroupSeconds:
     def _row(self, sec: int) -> dict[str, Any]:
         acc = self._open.pop(sec)
         faces = acc[1]
-        row: dict[str, Any] = {"second": sec, "faces": round(float(faces / max(acc[0], 1)), 3)}
+        row: dict[str, Any] = {"second": sec, "frames": int(acc[0]), "faces": round(float(faces / max(acc[0], 1)), 3)}
         shares = {k: float(acc[2 + i] / faces) if faces else 0.0 for i, k in enumerate(self.labels)}
         for g in GROUPS:
             row[g] = round(sum(v for k, v in shares.items() if GROUP_OF[k] == g), 4)
@@ -139,8 +139,8 @@ class GroupSeconds:
 
 
 def clip_result(seconds: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
-    """Clip-level result: the shares over all face-time of the clip, weighted by faces in view per second."""
-    weights = np.array([r["faces"] for r in seconds], np.float64)
+    """Clip-level result: the shares over all face-frames of the clip (each second weighted by its face-frames)."""
+    weights = np.array([r["faces"] * r["frames"] for r in seconds], np.float64)
     total = weights.sum()
     if not total:
         return {"faces_seen": False, "dominant_emotion": None, "group": None,
@@ -152,4 +152,4 @@ def clip_result(seconds: list[dict[str, Any]], labels: list[str]) -> dict[str, A
             "group": max(group, key=group.__getitem__),
             "group_shares": {k: round(v, 4) for k, v in group.items()},
             "emotion_shares": {k: round(v, 4) for k, v in emotion.items()},
-            "mean_faces_in_view": round(float(total / len(seconds)), 3)}
+            "mean_faces_in_view": round(float(total / sum(r["frames"] for r in seconds)), 3)}
