@@ -30,9 +30,14 @@ def main() -> int:
     import cv2
 
     cv2.setNumThreads(a.threads)
+    # fer's environment has opencv-python-headless (as speed.py's recipe installs it); Video.analyze ends with
+    # cv2.destroyAllWindows() and cv2.waitKey(), which a headless build does not implement: make them the no-ops
+    # they are without windows
+    cv2.destroyAllWindows = lambda: None
+    cv2.waitKey = lambda *args: -1
     import pkg_resources
     import tensorflow as tf
-    from fer import Video
+    from fer.classes import Video
     from fer.fer import FER
 
     interpreter = tf.lite.Interpreter(
