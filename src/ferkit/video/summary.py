@@ -8,7 +8,6 @@ flickering frame does not count as a change of expression.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
