@@ -141,7 +141,8 @@ class VideoRun:
 
     def _video_result(self) -> VideoResult:
         seconds = self.group.rows
-        thumbnails = {pid: f"thumbnails/person_{pid}.jpg" for pid in self.people.ids} if self.out else None
+        thumbnails = ({pid: f"thumbnails/person_{pid}.jpg" for pid in self.people.ids
+                       if self.people.thumbnail(pid) is not None} if self.out else None)
         people = [] if self.options.aggregate_only else self.people.summaries(thumbnails)
         minutes = lecture_view.minutes(seconds, self.labels) if self.options.lecture else []
         moments = lecture_view.moments(seconds) if self.options.lecture else []
@@ -160,11 +161,12 @@ class VideoRun:
 
     def close(self) -> None:
         """Stop here (e.g. after Ctrl-C in the consumer): outputs are closed and written for the frames so far."""
-        if self._iterator is None:
-            self._iterator = iter(())
+        if self._iterator is not None:
+            self._iterator.close()  # runs the loop's finally (outputs closed) when it had started
+        self._iterator = iter(())
+        if self._result is None:  # never started: nothing was written
+            self.source.close()
             self._result = self._video_result()
-        else:
-            self._iterator.close()
 
     # -- the loop -------------------------------------------------------------------------------------------------
 
