@@ -118,11 +118,13 @@ def run_fer(python: str, clip: Path, threads: int, frequency: int) -> dict | Non
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
     """(peak RSS in MB, wall seconds) of a subprocess."""
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}")
+        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}: {stderr.decode()[-500:]}")
     return usage.ru_maxrss / 1024, time.perf_counter() - t
 
 

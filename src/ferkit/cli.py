@@ -599,7 +599,8 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--camera", type=int, help="Analyze live camera N instead of files (Ctrl-C stops, outputs stay valid).")
+@click.option("--camera", help="Analyze live camera N (or a stream URL) instead of files; drops frames rather than "
+              "falling behind; Ctrl-C stops, outputs stay valid.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Folder for frames.csv, people.csv/json, timeline.png, annotated.mp4, summary.json, report.html "
                    "(several videos: a subfolder each).")
@@ -620,7 +621,7 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key:
               help="Keep no identities and write nothing per person (the default with --lecture).")
 @click.option("--no-annotate", is_flag=True, help="Do not write annotated.mp4.")
 @tta_option("flip")
-def video(paths: tuple[str, ...], camera: int | None, out: str | None, stride: int | None, detect_fps: float | None,
+def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: int | None, detect_fps: float | None,
           model: str, detector: str, min_face: int, max_people: int | None, start: float, end: float | None,
           smooth: float, no_reid: bool, lecture: bool, aggregate_only: bool | None, no_annotate: bool,
           tta: str) -> None:
