@@ -133,7 +133,9 @@ def render(data: dict) -> str:
              f"Measured with `{data['command']}` ({data['threads']} threads; {data['environment']}). End to end = "
              "decode, detect, track, re-identify, classify (flip TTA), write frames.csv + annotated.mp4; fps = video "
              "frames per wall-clock second. fer = `Video.analyze(FER(mtcnn=False), save_video=True)`, every frame "
-             "or every `frequency`-th.", "",
+             "or every `frequency`-th. ferkit reports every frame either way (tracker boxes between detections); "
+             "fer with frequency K analyses and reports only every K-th frame. Rerun on an idle machine: these "
+             "numbers are only comparable within one run.", "",
              "| clip | faces | tool | settings | fps | x real time | vs fer (same frames) |",
              "|---|---:|---|---|---:|---:|---:|"]
     for clip in data["clips"]:
