@@ -597,7 +597,7 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key:
 
 # --- video (ferkit.video): self-contained, so changes to the shared options above rebase cleanly -----------------
 
-@main.command()
+@main.command(short_help="People's emotions over time in videos or a live camera.")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--camera", help="Analyze live camera N (or a stream URL) instead of files; drops frames rather than "
               "falling behind; Ctrl-C stops, outputs stay valid.")
@@ -671,12 +671,12 @@ def _video_line(result, out: str | None) -> str:
     return f"{result.source}: {result.frames} frames ({result.duration_s:.1f} s){who}, {what}"
 
 
-@main.group()
+@main.group(short_help="Whole-clip emotion: train and apply clip classifiers.")
 def clips() -> None:
     """Whole-clip emotion (seed 004): face embeddings pooled per clip, then LinearSVC or a random forest."""
 
 
-@clips.command("train")
+@clips.command("train", short_help="Train a clip classifier on a folder of clips per class.")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the classifier.")
 @click.option("--classifier", type=click.Choice(["linear-svc", "random-forest"]), default="linear-svc",
@@ -713,7 +713,7 @@ def clips_train(folder: str, out: str, classifier: str, group: bool, folds: int,
         sys.exit(1)
 
 
-@clips.command("predict")
+@clips.command("predict", short_help="Label whole clips with a trained clip classifier.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--classifier", "classifier_dir", required=True, type=click.Path(file_okay=False),
               help="A folder written by `ferkit clips train`.")
