@@ -1,28 +1,55 @@
 """Image decoding and validation: any file a user points at becomes a uint8 array or a one-line ImageError.
 
-Why one place: EXIF orientation, palette/RGBA/16-bit modes and decompression bombs are each a classic source of
-wrong results or crashes in FER tools; every reader (datasets, `ferkit analyze`) decodes through here.
+Why one place: EXIF orientation, palette/RGBA/16-bit/float modes and decompression bombs are each a classic source
+of wrong results or crashes in FER tools; every reader (datasets, `ferkit analyze`) decodes through here.
+
+Why ``max_side``: a 10000x9999 photo is 300 MB of RGB pixels, but face detection works on at most ~1024 px and a
+face is classified at 48-64 px. :func:`decode_image` therefore reduces an image larger than ``max_side`` by the
+smallest integer factor that brings it within ``max_side`` (JPEG: while decoding, by DCT scaling, PIL's ``draft``;
+other formats: a box average, PIL's ``reduce``, right after decoding) and reports the original size and the exact
+scale beside the pixels, so boxes can be mapped back to original-image pixels. An integer factor keeps that mapping
+exact and costs a few ms, where resampling to exactly ``max_side`` would cost ~50 ms per photo; the working image's
+longer side ends up between ``max_side / 2`` and ``max_side``.
+
+Nothing here changes process-wide state: PIL's own ``Image.MAX_IMAGE_PIXELS`` is left as the user set it (PIL warns
+above it and refuses twice it); ferkit refuses images above its own :data:`MAX_PIXELS`, read from the header before
+any pixel is decoded.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import math
 import os
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
 from ferkit.errors import UserInputError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv"})
 
 MAX_PIXELS = 100_000_000
-"""Refuse images above this many pixels (30000x30000 is 900 M): decoding them would need gigabytes."""
+"""Refuse images above this many pixels (10000x10000; 30000x30000 is 900 M), checked from the file's header.
+Images between PIL's own limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 M by default) and this one make PIL warn;
+``ferkit`` (the command) silences that warning, library users keep PIL's behaviour."""
 
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+_STRIP_ROWS = 512
+"""Rows converted at a time when a 16-bit or float image is scaled to 8 bits (a few MB per strip)."""
+
+_HIGH_DEPTH = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
+"""EXIF orientation -> the transpose that displays the image upright (the table of ``ImageOps.exif_transpose``,
+applied here after downscaling, so a rotated 100 MP photo is never copied at full size)."""
 
 
 class ImageError(UserInputError):
@@ -68,21 +95,136 @@ def is_video_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
+def colour_mode(channels: int) -> str:
+    """The :func:`read_image` / ``crop_face`` mode ('gray' or 'rgb') for a model with this many input channels."""
+    if channels == 1:
+        return "gray"
+    if channels == 3:
+        return "rgb"
+    raise ValueError(f"a model input has 1 (gray) or 3 (RGB) channels, not {channels}")
+
+
+class MemoryBudget:
+    """At most ``limit`` bytes held at once by the threads that ask, each asking before it allocates.
+
+    :class:`ferkit.recognizer.Recognizer` decodes in several threads; without this, N threads decoding N huge
+    images hold N full-size pixel buffers at once (14 GB for four 10000x9999 PNGs). A request larger than the whole
+    budget is granted only when nothing else is held, so one huge image still decodes, alone.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a memory budget must be positive, not {limit}")
+        self.limit = limit
+        self._held = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        nbytes = max(0, min(int(nbytes), self.limit))
+        with self._cond:
+            self._cond.wait_for(lambda: self._held + nbytes <= self.limit)
+            self._held += nbytes
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._held -= nbytes
+                self._cond.notify_all()
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """Pixels at a working size, with the original image's size (after EXIF orientation) and its file mode."""
+
+    pixels: np.ndarray
+    """uint8, HxWx3 (mode 'rgb') or HxW (mode 'gray'); at most ``max_side`` on its longer side."""
+    width: int
+    height: int
+    file_mode: str
+    """The mode PIL reads from the file ('RGB', 'P', 'I;16', 'F', ...), before any conversion."""
+    scale: float = 1.0
+    """Working pixels per original pixel: 1 / the integer reduction factor (1.0 when not reduced). Pixel ``i`` of
+    the working image covers original pixels ``i / scale`` up to ``(i + 1) / scale``."""
+
+
+def decode_cost(width: int, height: int) -> int:
+    """Bytes to budget for decoding a ``width`` x ``height`` image: PIL keeps most modes at 4 bytes per pixel, and
+    one conversion (16-bit/float to 8-bit, palette to RGB) needs about as much again."""
+    return width * height * 8
+
+
+def _uint8_rule(img: Image.Image) -> tuple[float, float]:
+    """``(scale, offset)`` that maps a 16-bit, 32-bit or float image to 0-255 (``out = v * scale + offset``).
+
+    Floats within 0-1 are the usual convention for float images: x255. Values already within 0-255 stay as they
+    are. Other non-negative ranges are scaled by their maximum (so 16-bit images keep their black point); ranges
+    with negative values are stretched from their minimum to their maximum.
+    """
+    lo, hi = img.getextrema()
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        lo, hi = _finite_extrema(img)
+    if img.mode == "F" and lo >= 0 and hi <= 1:
+        return 255.0, 0.0
+    if lo >= 0 and hi <= 255:
+        return 1.0, 0.0
+    if lo >= 0:
+        return 255.0 / hi, 0.0
+    return 255.0 / (hi - lo), -lo * 255.0 / (hi - lo)
+
+
+def _finite_extrema(img: Image.Image) -> tuple[float, float]:
+    """Min and max over finite values (a float image with NaN or inf), strip by strip."""
+    lo, hi = math.inf, -math.inf
+    for strip in _strips(img):
+        finite = strip[np.isfinite(strip)]
+        if finite.size:
+            lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
+    return (0.0, 0.0) if lo > hi else (lo, hi)
+
+
+def _strips(img: Image.Image, dtype: type = np.float32) -> Iterator[np.ndarray]:
+    w, h = img.size
+    for y in range(0, h, _STRIP_ROWS):
+        yield np.asarray(img.crop((0, y, w, min(h, y + _STRIP_ROWS))), dtype=dtype)
+
+
 def _to_uint8(img: Image.Image) -> Image.Image:
-    """16-bit and 32-bit modes scaled down to 8 bits (PIL's convert('L') would clip them instead)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = arr.max() if arr.size else 0.0
-        scale = 255.0 / hi if hi > 255 else 1.0
-        return Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), mode="L")
-    return img
+    """A 16-bit, 32-bit or float image as 8-bit 'L' by :func:`_uint8_rule` (PIL's convert('L') would clip instead).
+
+    Converted in strips of rows into one 8-bit buffer that the returned image shares, so a 100 MP 16-bit image
+    needs 100 MB beside its own 200 MB, not a float copy (800 MB).
+    """
+    scale, offset = _uint8_rule(img)
+    w, h = img.size
+    out = np.empty((h, w), np.uint8)
+    if img.mode.startswith("I;16"):  # a lookup table: 2x faster than float arithmetic on every pixel
+        lut = np.clip(np.rint(np.arange(65536, dtype=np.float64) * scale + offset), 0, 255).astype(np.uint8)
+        convert = lambda strip: lut[strip]  # noqa: E731
+        dtype: type = np.uint16
+    else:
+        convert = lambda strip: np.clip(np.rint(np.nan_to_num(strip) * scale + offset), 0, 255)  # noqa: E731
+        dtype = np.float32
+    for i, strip in enumerate(_strips(img, dtype)):
+        out[i * _STRIP_ROWS:i * _STRIP_ROWS + len(strip)] = convert(strip)
+    return Image.frombuffer("L", (w, h), out, "raw", "L", 0, 1)
 
 
-def read_image(source: str | os.PathLike | bytes, mode: str = "rgb") -> np.ndarray:
-    """Decode an image file (or its bytes) to a uint8 array: HxWx3 for mode 'rgb', HxW for mode 'gray'.
+def reduction(width: int, height: int, max_side: int | None) -> int:
+    """The smallest integer factor that brings a ``width`` x ``height`` image within ``max_side`` (1: keep it)."""
+    if not max_side or max(width, height) <= max_side:
+        return 1
+    return math.ceil(max(width, height) / max_side)
 
-    EXIF orientation is applied, transparency is composited on white, 16-bit images are rescaled. Raises
-    ImageError with a one-line message for missing, empty, corrupt, truncated, non-image or oversized input.
+
+def decode_image(source: str | os.PathLike | bytes, mode: str = "rgb", max_side: int | None = None,
+                 budget: MemoryBudget | None = None) -> Decoded:
+    """Decode an image file (or its bytes) to uint8 pixels, reduced to at most ``max_side`` on the longer side.
+
+    EXIF orientation is applied, transparency is composited on white, 16-bit and float images are scaled to 8 bits
+    (:func:`_uint8_rule`). With ``budget``, the full-size decode waits for room in it. Raises ImageError with a
+    one-line message for missing, empty, corrupt, truncated, non-image or oversized input.
     """
     if mode not in ("rgb", "gray"):
         raise ValueError(f"mode must be 'rgb' or 'gray', not {mode!r}")
@@ -97,28 +239,68 @@ def read_image(source: str | os.PathLike | bytes, mode: str = "rgb") -> np.ndarr
         if is_video_path(source):
             raise ImageError(f"{name}: a video, not an image: use `ferkit video {name}`")
     try:
-        import io as _io
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(_io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    raise ImageError(f"{name}: image too large ({w}x{h} > {MAX_PIXELS:,} pixels); downscale it first")
-                img = ImageOps.exif_transpose(img)
-                img = _to_uint8(img)
-                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-                    rgba = img.convert("RGBA")
-                    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                    img = Image.alpha_composite(background, rgba)
-                img = img.convert("L" if mode == "gray" else "RGB")
-                return np.asarray(img, dtype=np.uint8).copy()
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(f"{name}: image too large ({w}x{h} > {MAX_PIXELS:,} pixels); downscale it first")
+            file_mode = img.mode
+            drafted = 1
+            if reduction(w, h, max_side) > 1:  # JPEG: decode at 1/2, 1/4 or 1/8 scale, not below the target size
+                k = reduction(w, h, max_side)
+                box = img.draft(None, (math.ceil(w / k), math.ceil(h / k)))  # other formats: None, a no-op
+                drafted = round(w / box[1][2]) if box else 1
+            rest = reduction(*img.size, max_side)
+            with budget.hold(decode_cost(*img.size)) if budget else _nothing():
+                pixels, rotated = _decode(img, mode, rest)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image file (or an unsupported format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{name}: image too large ({exc})") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ImageError(f"{name}: corrupt or truncated image ({reason})") from None
+    if rotated:
+        w, h = h, w
+    return Decoded(pixels, w, h, file_mode, 1.0 / (drafted * rest))
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _decode(img: Image.Image, mode: str, factor: int) -> tuple[np.ndarray, bool]:
+    """The full-size decode and what must happen at full size, then the steps that are cheap once reduced by
+    ``factor``. Returns the pixels and whether the EXIF orientation turned the image by 90 degrees."""
+    img.load()
+    orientation = _ORIENTATION.get(img.getexif().get(0x0112, 1))  # after load: a PNG's eXIf may follow its pixels
+    full = img
+    if img.mode in _HIGH_DEPTH:
+        img = _to_uint8(img)
+    elif img.mode not in ("L", "LA", "RGB", "RGBA"):
+        transparent = img.mode in ("PA", "RGBa", "La") or "transparency" in img.info
+        img = img.convert("RGBA" if transparent else "L" if img.mode == "1" else "RGB")
+    if factor > 1:
+        if img is not full:
+            full.close()  # frees the full-size decode now (PIL's close destroys its pixel buffer)
+        img = img.reduce(factor)
+    if orientation is not None:
+        img = img.transpose(orientation)
+    if img.mode in ("RGBA", "LA"):
+        rgba = img.convert("RGBA")
+        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    rotated = orientation in (Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
+                              Image.Transpose.ROTATE_90)
+    return np.array(img.convert("L" if mode == "gray" else "RGB"), dtype=np.uint8), rotated
+
+
+def read_image(source: str | os.PathLike | bytes, mode: str = "rgb", max_side: int | None = None) -> np.ndarray:
+    """Decode an image file (or its bytes) to a uint8 array: HxWx3 for mode 'rgb', HxW for mode 'gray'.
+
+    ``max_side`` reduces larger images by the smallest integer factor that fits them within it (see
+    :func:`decode_image`, which also returns the original size and the scale). Raises ImageError with a one-line
+    message for missing, empty, corrupt, truncated, non-image or oversized input.
+    """
+    return decode_image(source, mode, max_side).pixels
