@@ -113,7 +113,11 @@ def layout(shape: Sequence[int], result: ImageResult) -> Layout:
 
 
 def annotate(image: np.ndarray, result: ImageResult) -> np.ndarray:
-    """A copy of the RGB image with every face's box and 'emotion 0.93' label drawn on it."""
+    """A copy of the RGB image with every face's box and 'emotion 0.93' label drawn on it.
+
+    ``image`` may be a reduced copy of the analysed image (what ``Recognizer.analyze_with_images`` yields for a
+    large file): the boxes, in original-image pixels, are scaled by its width over ``result.width``.
+    """
     out = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else image.copy()
     plan = layout(out.shape, result)
     box_thickness = max(1, round(2 * max(out.shape[:2]) / 800))

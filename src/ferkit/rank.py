@@ -124,14 +124,14 @@ def _thumbnail(photo: RankedPhoto, cell: int) -> np.ndarray:
 
     tile = np.full((cell, cell, 3), 40, np.uint8)
     try:
-        image = read_image(photo.result.source, "rgb")
+        image = read_image(photo.result.source, "rgb", max_side=2 * cell)  # reduced while decoding
     except ImageError:
         cv2.putText(tile, "unreadable", (10, cell // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (200, 200, 200), 1, cv2.LINE_AA)
         return tile
-    h, w = image.shape[:2]
+    h, w = photo.result.height or image.shape[0], photo.result.width or image.shape[1]  # the boxes' pixels
     s = cell / max(h, w)
     tw, th = max(1, round(w * s)), max(1, round(h * s))
-    small = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    small = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA if tw < image.shape[1] else cv2.INTER_LINEAR)
     for face in photo.result.faces:
         x, y, fw, fh = (round(v * s) for v in face.box)
         cv2.rectangle(small, (x, y), (x + fw, y + fh), GROUP_COLOURS[face.group], 2)

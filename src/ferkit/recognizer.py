@@ -2,28 +2,44 @@
 
 Images flow decode -> detect -> align/crop (the model card's policy) -> classify; the faces of several images are
 classified together in one ONNX batch, which is where most of the speed comes from on a CPU.
+
+Memory is bounded by design, whatever the number or size of the images (docs/DESIGN.md, "Memory"):
+
+- a file is decoded straight to a working image of at most ``max_side`` pixels on its longer side (JPEG by DCT
+  scaling, other formats by an integer box reduction; :func:`ferkit.io.decode_image`), never smaller than the
+  detector's own working size, so detection sees what it saw before and the classifier's 48-64 px crops come from
+  at least as many pixels; boxes and landmarks are mapped back to original-image pixels;
+- the full-size decodes running at once in the detection threads share a byte budget (``decode_bytes``): a huge
+  image waits until it can decode alone instead of N threads holding N full-size images;
+- an image is released as soon as its faces are cropped (:meth:`Recognizer.analyze_with_images` keeps the working
+  image for annotation); a batch is classified as soon as it holds ``images_per_batch`` images or ``batch_bytes``
+  bytes of kept images, whichever comes first.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
 from ferkit.faces import crop_face, get_detector
-from ferkit.faces.detection import Detection
-from ferkit.io import ImageError, read_image
+from ferkit.faces.detection import Detection, make_detection
+from ferkit.io import ImageError, MemoryBudget, colour_mode, decode_image
 from ferkit.results import Face, ImageResult
 from ferkit.runtime import ModelRuntime
 
 Source = str | os.PathLike | np.ndarray
+
+MIN_WORK_SIDE = 1024
+"""The working image's longer side is reduced to no less than this (nor than the detector's ``max_side``)."""
+
+MiB = 1 << 20
 
 
 @dataclass
@@ -32,10 +48,26 @@ class _Pending:
 
     result: ImageResult
     image: np.ndarray | None
+    """The working image, kept only for :meth:`Recognizer.analyze_with_images`; None otherwise or when it failed."""
     detections: list[Detection]
+    """In original-image pixels."""
     crops: list[np.ndarray]
     seconds: dict[str, float] = field(default_factory=dict)
     """Time spent per stage on this image (summed into Recognizer.timings by the thread that classifies)."""
+
+    @property
+    def nbytes(self) -> int:
+        return (self.image.nbytes if self.image is not None else 0) + sum(c.nbytes for c in self.crops)
+
+
+def to_original(detection: Detection, scale: float, width: int, height: int) -> Detection:
+    """A detection found on a working image ``scale`` times the size of a ``width`` x ``height`` original, in
+    original-image pixels (the same mapping the detectors use for their own downscaled copies)."""
+    if scale == 1.0:
+        return detection
+    x, y, w, h = detection.box
+    mapped = make_detection(x, y, x + w, y + h, width, height, scale, detection.score, detection.landmarks)
+    return mapped if mapped is not None else detection
 
 
 class Recognizer:
@@ -48,29 +80,52 @@ class Recognizer:
     per photo, next to ~55 ms of face detection; 'none' classifies the crop alone. workers: images decoded and
     detected at the same time, in threads (default: one per core), when the detector allows it (dlib does:
     ``Detector.concurrent``); a list or folder then runs ~2x faster on two cores, a single image is unaffected.
+    images_per_batch, batch_bytes, decode_bytes: the memory bounds of the module docstring. max_side: the working
+    image's longer side (default: twice the larger of the detector's ``max_side`` and 1024, i.e. 2048 for the
+    shipped detectors; the integer reduction leaves it between half that and that).
+
+    Use it as a context manager (or call :meth:`close`) to stop its detection threads when done.
     """
 
     def __init__(self, model: str | os.PathLike = "default", detector: str | object = "auto", min_face: int = 0,
                  max_faces: int | None = None, tta: str = "flip", threads: int | None = None,
-                 images_per_batch: int = 16, workers: int | None = None) -> None:
+                 images_per_batch: int = 16, workers: int | None = None, batch_bytes: int = 256 * MiB,
+                 decode_bytes: int = 512 * MiB, max_side: int | None = None) -> None:
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
+        if images_per_batch < 1 or batch_bytes < 1:
+            raise ValueError("images_per_batch and batch_bytes must be positive")
         self.runtime = ModelRuntime(model, threads=threads, tta=tta)
         self.detector = get_detector(detector)
         self.min_face = min_face
         self.max_faces = max_faces
         self.images_per_batch = images_per_batch
-        if workers is not None and workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
+        self.batch_bytes = batch_bytes
+        self.max_side = max_side or 2 * max(self.detector.max_side or 0, MIN_WORK_SIDE)
+        self._decode_budget = MemoryBudget(decode_bytes)
         self.workers = (workers or os.cpu_count() or 1) if getattr(self.detector, "concurrent", False) else 1
         self._pool: ThreadPoolExecutor | None = None
         self.timings: dict[str, float] = defaultdict(float)
         card = self.runtime.card
-        self.crop_args = dict(policy=card.crop_policy, size=card.input_size,
-                               channels="gray" if card.channels == 1 else "rgb", align=card.align,
-                               margin=card.crop_margin)
+        self.crop_args = dict(policy=card.crop_policy, size=card.input_size, channels=colour_mode(card.channels),
+                              align=card.align, margin=card.crop_margin)
 
     @property
     def model_name(self) -> str:
         return self.runtime.card.name
+
+    def close(self) -> None:
+        """Stop the detection threads (waiting for the images they are on). The Recognizer stays usable: a later
+        call starts new threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> Recognizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def analyze(self, x: Source | Iterable[Source]) -> ImageResult | list[ImageResult]:
         """One ImageResult for a path or array; a list for a list of them.
@@ -86,45 +141,81 @@ class Recognizer:
         return list(self.analyze_iter(x))
 
     def analyze_iter(self, sources: Iterable[Source]) -> Iterator[ImageResult]:
-        """Results in input order, classifying the faces of ``images_per_batch`` images per model call."""
-        for result, _ in self.analyze_with_images(sources):
+        """Results in input order; each image is released once its faces are cropped."""
+        for result, _ in self._run(sources, keep_images=False):
             yield result
 
     def analyze_with_images(self, sources: Iterable[Source]) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
-        """Like :meth:`analyze_iter`, also yielding each decoded RGB image (None when it failed), for annotation."""
-        sources = iter(sources)
-        while chunk := list(islice(sources, self.images_per_batch)):
-            if self.workers > 1 and len(chunk) > 1:
-                pending = list(self._detection_pool().map(self._detect_one, chunk))
-            else:
-                pending = [self._detect_one(s) for s in chunk]
-            yield from self._classify(pending)
+        """Like :meth:`analyze_iter`, also yielding each image (None when it failed), for annotation.
+
+        The image is the working image: for a file larger than ``max_side`` it is a reduced copy, and the result's
+        boxes (in original pixels) map onto it by ``image.shape[1] / result.width``
+        (:func:`ferkit.annotate.annotate` does this).
+        """
+        yield from self._run(sources, keep_images=True)
+
+    def _run(self, sources: Iterable[Source], keep_images: bool) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
+        batch: list[_Pending] = []
+        held = 0
+        for pending in self._detected(sources, keep_images):
+            batch.append(pending)
+            held += pending.nbytes
+            if len(batch) >= self.images_per_batch or held >= self.batch_bytes:
+                yield from self._classify(batch)
+                batch, held = [], 0
+        if batch:
+            yield from self._classify(batch)
+
+    def _detected(self, sources: Iterable[Source], keep_images: bool) -> Iterator[_Pending]:
+        """Images decoded, detected and cropped, in input order; with several workers, at most ``2 * workers``
+        submitted ahead (the threads keep working while the caller classifies a batch)."""
+        if self.workers == 1:
+            for source in sources:
+                yield self._detect_one(source, keep_images)
+            return
+        pool = self._detection_pool()
+        ahead: deque[Future[_Pending]] = deque()
+        try:
+            for source in sources:
+                ahead.append(pool.submit(self._detect_one, source, keep_images))
+                if len(ahead) >= 2 * self.workers:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:
+            for future in ahead:  # the caller stopped early: drop what it will never read
+                future.cancel()
 
     def _detection_pool(self) -> ThreadPoolExecutor:
-        """The worker threads, made once and kept: each thread loads its own detector models on first use, so
-        fresh threads per call would pay that load (~0.3 s for dlib) every time."""
+        """The worker threads, made once and kept until :meth:`close`: each thread loads its own detector models on
+        first use, so fresh threads per call would pay that load (~0.3 s for dlib) every time."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ferkit-detect")
         return self._pool
 
-    def _detect_one(self, source: Source) -> _Pending:
+    def _detect_one(self, source: Source, keep_image: bool) -> _Pending:
         name = "<array>" if isinstance(source, np.ndarray) else str(source)
         t0 = time.perf_counter()
         try:
-            image = source if isinstance(source, np.ndarray) else read_image(source, "rgb")
-            if image.ndim not in (2, 3) or image.dtype != np.uint8:
-                raise ImageError(f"{name}: expected a uint8 HxW or HxWx3 array, got {image.dtype} {image.shape}")
+            if isinstance(source, np.ndarray):
+                if source.ndim not in (2, 3) or source.dtype != np.uint8:
+                    raise ImageError(f"{name}: expected a uint8 HxW or HxWx3 array, got {source.dtype} {source.shape}")
+                image, scale, (height, width) = source, 1.0, source.shape[:2]
+            else:
+                decoded = decode_image(source, "rgb", self.max_side, self._decode_budget)
+                image, scale, width, height = decoded.pixels, decoded.scale, decoded.width, decoded.height
         except ImageError as exc:
             return _Pending(ImageResult(name, 0, 0, [], error=str(exc)), None, [], [])
         t1 = time.perf_counter()
-        detections = [d for d in self.detector.detect(image) if min(d.box[2], d.box[3]) >= self.min_face]
+        found = [(d, to_original(d, scale, width, height)) for d in self.detector.detect(image)]
+        found = [(d, o) for d, o in found if min(o.box[2], o.box[3]) >= self.min_face]
         if self.max_faces is not None:
-            detections = detections[: self.max_faces]
+            found = found[: self.max_faces]
         t2 = time.perf_counter()
-        crops = [crop_face(image, d, **self.crop_args) for d in detections]
+        crops = [crop_face(image, d, **self.crop_args) for d, _ in found]
         t3 = time.perf_counter()
-        h, w = image.shape[:2]
-        return _Pending(ImageResult(name, w, h, [], self.model_name, self.detector.name), image, detections, crops,
+        return _Pending(ImageResult(name, width, height, [], self.model_name, self.detector.name),
+                        image if keep_image else None, [o for _, o in found], crops,
                         {"decode": t1 - t0, "detect": t2 - t1, "align_crop": t3 - t2})
 
     def _classify(self, pending: list[_Pending]) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
@@ -142,7 +233,8 @@ class Recognizer:
             for det in p.detections:
                 p.result.faces.append(Face(tuple(int(v) for v in det.box), scores[i], dict(det.landmarks), det.score))
                 i += 1
-            yield p.result, p.image
+            image, p.image, p.crops = p.image, None, []  # the caller's reference is the last one
+            yield p.result, image
 
 
     def analyze_video(self, source: str | os.PathLike | int, out: str | os.PathLike | None = None, **options):
