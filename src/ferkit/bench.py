@@ -8,9 +8,10 @@ Three measurements, all with the models and settings a user would run:
 2. folder (all photos in one call, as ``ferkit analyze`` does: images decoded and detected in parallel threads
    when the detector allows it, faces of 16 images classified per model call): images/s and faces/s;
 3. classification only: batches of real face crops (the photos' own, repeated to fill the batch) through
-   ModelRuntime (preprocessing + ONNX Runtime), faces/s per batch size.
+   ModelRuntime (preprocessing + ONNX Runtime), faces/s per batch size, up to MAX_BATCH faces per batch.
 
-One warm-up pass over the photos comes first and is not counted.
+One warm-up pass over the photos comes first and is not counted; it also finds the unreadable files. Photos are
+streamed, never all held: memory does not grow with their number (tests/test_memory.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from ferkit.recognizer import Recognizer, iter_image_paths
 
 STAGES = ("decode", "detect", "align_crop", "classify")
 STAGE_NAMES = {"decode": "decode", "detect": "detect", "align_crop": "align + crop", "classify": "classify"}
+MAX_BATCH = 4096
+"""Largest classification-only batch: ONNX Runtime is called 256 crops at a time (ModelRuntime.batch_size), so a
+larger batch measures the same faces/s, only for longer (--batches 100000 would take minutes)."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -66,12 +70,24 @@ def machine_info() -> dict[str, str | int | None]:
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
 
 
-def face_crops(recognizer: Recognizer, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """The crops the model sees for every face in the images (cropped as the model card asks)."""
+def face_crops(recognizer: Recognizer, files: Sequence[str | os.PathLike], limit: int) -> list[np.ndarray]:
+    """Up to ``limit`` crops the model sees (cropped as the model card asks), from the photos in turn, each decoded
+    at the Recognizer's working size and released before the next. When no photo has a face, centre crops of the
+    photos stand in, so the model can still be timed."""
     from ferkit.faces import detect_and_crop
+    from ferkit.io import read_image
 
-    return [crop for image in images
-            for crop in detect_and_crop(image, recognizer.detector, **recognizer.crop_args)[1]]
+    crops: list[np.ndarray] = []
+    centres: list[np.ndarray] = []
+    for f in files:
+        image = read_image(f, "rgb", recognizer.max_side)
+        crops.extend(detect_and_crop(image, recognizer.detector, **recognizer.crop_args)[1])
+        if len(crops) >= limit:
+            break
+        if not crops and len(centres) < 16:
+            side = min(image.shape[:2])
+            centres.append(image[:side, :side].copy())
+    return crops[:limit] or centres
 
 
 def classify_throughput(runtime, crops: Sequence[np.ndarray], batch: int, min_seconds: float = 1.0,
@@ -100,21 +116,22 @@ def bench_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, repe
     Unreadable files are listed in ``failed`` and left out of the timings."""
     from tqdm import tqdm
 
-    from ferkit.io import ImageError, read_image
-
     if repeat < 1:
-        raise ValueError("repeat must be at least 1")
-    files, failed, images = [], [], []
-    for f in iter_image_paths(paths):
-        try:
-            images.append(read_image(f, "rgb"))
-            files.append(f)
-        except ImageError as exc:
-            failed.append(str(exc))
+        raise UserInputError("repeat must be at least 1")
+    if not batches or min(batches) < 1 or max(batches) > MAX_BATCH:
+        raise UserInputError(f"batch sizes must be 1 to {MAX_BATCH} faces, not {','.join(map(str, batches))} "
+                             f"(ONNX Runtime runs {recognizer.runtime.batch_size} at a time: a larger batch only "
+                             "takes longer)")
+    files, failed = [], []
+    # the warm-up (files into the OS cache, the model's first call) also finds the unreadable files
+    for result in tqdm(recognizer.analyze_iter(iter_image_paths(paths)), desc="warm-up", unit="img",
+                       disable=not progress):
+        if result.error:
+            failed.append(result.error)
+        else:
+            files.append(result.source)
     if not files:
         raise UserInputError("no readable photo to benchmark" + (f" ({failed[0]})" if failed else ""))
-
-    list(recognizer.analyze_iter(files))  # warm-up: loads files into the OS cache, the model's first call
     per_photo: list[float] = []
     stage_tot = dict.fromkeys(STAGES, 0.0)
     faces = 0
@@ -145,10 +162,9 @@ def bench_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, repe
               "faces_per_s": folder_faces / folder_s, "images_per_batch": recognizer.images_per_batch,
               "workers": recognizer.workers}
 
-    crops = face_crops(recognizer, images)
-    if not crops:  # no face anywhere: still measure the model, on centre crops of the photos
-        crops = [img[: min(img.shape[:2]), : min(img.shape[:2])] for img in images]
-    classify = [classify_throughput(recognizer.runtime, crops, b, min_seconds) for b in batches]
+    crops = face_crops(recognizer, files, max(batches))
+    classify = [classify_throughput(recognizer.runtime, crops, b, min_seconds)
+                for b in tqdm(batches, desc="classify", unit="batch size", disable=not progress)]
 
     return BenchReport(model=recognizer.model_name, detector=recognizer.detector.name,
                        threads=recognizer.runtime.session.get_session_options().intra_op_num_threads or None,

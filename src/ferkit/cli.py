@@ -93,6 +93,14 @@ def main() -> None:
 
     Errors end with one line, `ferkit: error: ...`, and exit status 1 (2 for a bad option, 130 for Ctrl-C).
     """
+    import warnings
+
+    from PIL import Image
+
+    # ferkit.io refuses images over its own limit (ferkit.io.MAX_PIXELS) from their header; PIL's lower limit
+    # would only print a 'decompression bomb' warning for the images ferkit accepts (the command's process, not the
+    # library, decides which warnings show)
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -263,9 +271,9 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
     prepare_out_file(json_out, "--json")
     prepare_out_file(csv_out, "--csv")
     prepare_out_dir(out)
-    recognizer = Recognizer(model, detector, min_face=min_face, max_faces=max_faces, tta=tta, workers=workers)
-    summary = analyze_paths(list(paths), recognizer, out, annotated=not no_annotate,
-                            on_error=_report_skip, force=force)
+    with Recognizer(model, detector, min_face=min_face, max_faces=max_faces, tta=tta, workers=workers) as recognizer:
+        summary = analyze_paths(list(paths), recognizer, out, annotated=not no_annotate, on_error=_report_skip,
+                                force=force)
     if out is None and not json_out:
         for r in summary.results:
             if not r.faces:
@@ -320,9 +328,9 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
 
     check_inputs(paths)
     prepare_out_dir(out)
-    recognizer = Recognizer(model, detector, min_face=min_face, workers=workers)
-    summary = rank_paths(list(paths), recognizer, out, by=by, weight=weight, top=top, columns=columns,
-                         annotated=annotated, on_error=_report_skip, force=force)
+    with Recognizer(model, detector, min_face=min_face, workers=workers) as recognizer:
+        summary = rank_paths(list(paths), recognizer, out, by=by, weight=weight, top=top, columns=columns,
+                             annotated=annotated, on_error=_report_skip, force=force)
     for p in summary.ranking[:top]:
         score = "   -  " if p.score is None else f"{p.score:.3f}"
         n = len(p.result.faces)
@@ -346,7 +354,8 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
 @click.option("--repeat", type=click.IntRange(min=1), default=3, show_default=True,
               help="Timed runs of each photo (median taken).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the numbers as JSON.")
-@click.option("--batches", default="1,256", show_default=True, help="Batch sizes for classification-only throughput.")
+@click.option("--batches", default="1,256", show_default=True,
+              help="Batch sizes for classification-only throughput (1 to 4096 faces).")
 @click.option("--min-seconds", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Time each classification batch size for at least this long.")
 @click.option("--threads", type=click.IntRange(min=1), help="ONNX Runtime intra-op threads (default: all cores).")
@@ -356,20 +365,21 @@ def rank(paths: tuple[str, ...], out: str | None, top: int, by: str, weight: str
 def bench(paths: tuple[str, ...], repeat: int, json_out: str | None, batches: str, min_seconds: float,
           threads: int | None, model: str, detector: str, workers: int | None) -> None:
     """Time each stage (decode, detect, align+crop, classify) on photos, and classification throughput."""
-    from ferkit.bench import bench_paths, format_report
+    from ferkit.bench import MAX_BATCH, bench_paths, format_report
     from ferkit.recognizer import Recognizer
 
     try:
         sizes = [int(b) for b in batches.split(",") if b.strip()]
     except ValueError:
         raise UserInputError(f"--batches must be comma-separated integers, not {batches!r}") from None
-    if not sizes or min(sizes) < 1:
-        raise UserInputError(f"--batches must be positive integers, not {batches!r}")
+    if not sizes or min(sizes) < 1 or max(sizes) > MAX_BATCH:
+        raise UserInputError(f"--batches must be integers from 1 to {MAX_BATCH}, not {batches!r} (ONNX Runtime "
+                             "runs 256 faces at a time: a larger batch only takes longer)")
     check_inputs(paths)
     prepare_out_file(json_out, "--json")
-    recognizer = Recognizer(model, detector, threads=threads, workers=workers)
-    report = bench_paths(list(paths), recognizer, repeat=repeat, batches=sizes,
-                         min_seconds=min_seconds, progress=True)
+    with Recognizer(model, detector, threads=threads, workers=workers) as recognizer:
+        report = bench_paths(list(paths), recognizer, repeat=repeat, batches=sizes, min_seconds=min_seconds,
+                             progress=True)
     for msg in report.failed:
         _report_skip(msg)
     click.echo(format_report(report))
