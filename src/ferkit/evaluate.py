@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from ferkit.errors import UserInputError
-from ferkit.io import atomic_write
+from ferkit.io import atomic_write, colour_mode
 from ferkit.labels import Grouping, grouping as get_grouping
 
 
@@ -108,11 +108,12 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def save_confusion_plots(report: dict[str, Any], out_dir: str | os.PathLike, title: str = "") -> list[Path]:
-    """Raw and row-normalised confusion matrices as PNG (seed 003 shows the normalised one)."""
-    import matplotlib
+    """Raw and row-normalised confusion matrices as PNG (seed 003 shows the normalised one).
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn on a bare ``Figure`` (matplotlib's object API), not pyplot: no backend is chosen for the process and no
+    global figure list keeps the plots alive.
+    """
+    from matplotlib.figure import Figure
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +121,8 @@ def save_confusion_plots(report: dict[str, Any], out_dir: str | os.PathLike, tit
     for key, fmt, name in (("confusion", "d", "confusion.png"), ("confusion_normalized", ".2f", "confusion_normalized.png")):
         labels = report[key]["labels"]
         m = np.array(report[key]["matrix"])
-        fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.7 * len(labels)), dpi=120)
+        fig = Figure(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.7 * len(labels)), dpi=120)
+        ax = fig.subplots()
         im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if fmt != "d" else None)
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
         ax.set_yticks(range(len(labels)), labels)
@@ -136,7 +138,6 @@ def save_confusion_plots(report: dict[str, Any], out_dir: str | os.PathLike, tit
         fig.tight_layout()
         path = out / name
         atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-        plt.close(fig)
         written.append(path)
     return written
 
@@ -199,7 +200,7 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
     if not entries:
         present = ", ".join(s or "no split" for s in dataset.splits) or "none: no labelled images"
         raise UserInputError(f"{data}: no entries in split {split!r} (splits present: {present})")
-    mode = "gray" if runtime.card.channels == 1 and recognizer is None else "rgb"
+    mode = colour_mode(runtime.card.channels) if recognizer is None else "rgb"
     problems: list = []
     truths: list[str] = []
     probs: list[np.ndarray] = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ferkit import __version__
+from ferkit.io import colour_mode
 from ferkit.labels import space
 from ferkit.models.package import ModelCard, read_card, write_card
 from ferkit.models.quantize import quantize_package
@@ -127,7 +128,7 @@ def _calibration_crops(cfg, n: int) -> list:
     source = cfg.data.train[0]
     entries = open_dataset(source.path, cfg.data.ferplus_mode).split(source.split)
     chosen = random.Random(cfg.seed).sample(entries, min(n, len(entries)))
-    return [s.image for s in decode(chosen, "gray" if cfg.data.channels == 1 else "rgb")]
+    return [s.image for s in decode(chosen, colour_mode(cfg.data.channels))]
 
 
 def evaluate_card_metrics(package: Path, data: str, split: str | None) -> dict[str, Any]:

@@ -16,14 +16,13 @@ from ferkit.io import atomic_write
 
 
 def save_curves(history: list[dict], path: Path) -> Path:
-    """Loss and accuracy per epoch, train vs validation, with phase boundaries marked (PNG, written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Loss and accuracy per epoch, train vs validation, with phase boundaries marked (PNG, written atomically).
+    Drawn on a bare ``Figure``, not pyplot, so the process's matplotlib backend is left alone."""
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+    fig = Figure(figsize=(10, 3.8), dpi=110)
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
         ax.plot(epochs, [r[f"train_{key}"] for r in history], label="train (augmented)")
         ax.plot(epochs, [r[f"val_{key}"] for r in history], label="validation")
@@ -36,7 +35,6 @@ def save_curves(history: list[dict], path: Path) -> Path:
         ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
     return path
 
 

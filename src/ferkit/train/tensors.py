@@ -15,6 +15,7 @@ import torch
 
 from ferkit.data import Entry, Problem, decode, open_dataset
 from ferkit.faces.enhance import apply_clahe
+from ferkit.io import colour_mode
 from ferkit.labels import index_map
 
 
@@ -63,7 +64,7 @@ def load_tensors(sources: Sequence[tuple[str, str | None]], labels: Sequence[str
     any_votes = True
     problems: list[Problem] = []
     skipped: dict[str, int] = {}
-    mode = "gray" if channels == 1 else "rgb"
+    mode = colour_mode(channels)
     for path, split in sources:
         entries = open_dataset(path, ferplus_mode).split(split)
         if limit is not None:
