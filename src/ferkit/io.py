@@ -19,12 +19,14 @@ any pixel is decoded.
 from __future__ import annotations
 
 import csv
+import ctypes
+import functools
 import io
 import math
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,9 @@ MAX_PIXELS = 100_000_000
 """Refuse images above this many pixels (10000x10000; 30000x30000 is 900 M), checked from the file's header.
 Images between PIL's own limit (``PIL.Image.MAX_IMAGE_PIXELS``, 89.5 M by default) and this one make PIL warn;
 ``ferkit`` (the command) silences that warning, library users keep PIL's behaviour."""
+
+TRIM_BYTES = 64 << 20
+"""After a decode budgeted at this many bytes or more, freed heap memory is handed back to the OS (:func:`_trim`)."""
 
 _STRIP_ROWS = 512
 """Rows converted at a time when a 16-bit or float image is scaled to 8 bits (a few MB per strip)."""
@@ -108,8 +113,8 @@ class MemoryBudget:
     """At most ``limit`` bytes held at once by the threads that ask, each asking before it allocates.
 
     :class:`ferkit.recognizer.Recognizer` decodes in several threads; without this, N threads decoding N huge
-    images hold N full-size pixel buffers at once (14 GB for four 10000x9999 PNGs). A request larger than the whole
-    budget is granted only when nothing else is held, so one huge image still decodes, alone.
+    images hold N full-size pixel buffers at once. A request larger than the whole budget is granted only when
+    nothing else is held, so one huge image still decodes, alone.
     """
 
     def __init__(self, limit: int) -> None:
@@ -148,10 +153,14 @@ class Decoded:
     the working image covers original pixels ``i / scale`` up to ``(i + 1) / scale``."""
 
 
-def decode_cost(width: int, height: int) -> int:
-    """Bytes to budget for decoding a ``width`` x ``height`` image: PIL keeps most modes at 4 bytes per pixel, and
-    one conversion (16-bit/float to 8-bit, palette to RGB) needs about as much again."""
-    return width * height * 8
+_PIL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+"""Bytes per pixel of a decoded image as PIL stores it (every other mode: 4)."""
+
+
+def decode_cost(width: int, height: int, mode: str) -> int:
+    """Bytes to budget for decoding a ``width`` x ``height`` image of PIL mode ``mode``: the full-size image as PIL
+    stores it, plus the strip of rows being converted (everything after decoding works strip by strip)."""
+    return width * height * _PIL_BYTES.get(mode, 4) + width * _STRIP_ROWS * 16
 
 
 def _uint8_rule(img: Image.Image) -> tuple[float, float]:
@@ -159,10 +168,9 @@ def _uint8_rule(img: Image.Image) -> tuple[float, float]:
 
     Floats within 0-1 are the usual convention for float images: x255. Values already within 0-255 stay as they
     are. Other non-negative ranges are scaled by their maximum (so 16-bit images keep their black point); ranges
-    with negative values are stretched from their minimum to their maximum.
+    with negative values are stretched from their minimum to their maximum. NaN and infinities count as 0.
     """
-    lo, hi = img.getextrema()
-    lo, hi = float(lo), float(hi)
+    lo, hi = (float(v) for v in img.getextrema())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         lo, hi = _finite_extrema(img)
     if img.mode == "F" and lo >= 0 and hi <= 1:
@@ -175,40 +183,35 @@ def _uint8_rule(img: Image.Image) -> tuple[float, float]:
 
 
 def _finite_extrema(img: Image.Image) -> tuple[float, float]:
-    """Min and max over finite values (a float image with NaN or inf), strip by strip."""
+    """Min and max over the finite values of a float image (one with NaN or inf), strip by strip."""
     lo, hi = math.inf, -math.inf
-    for strip in _strips(img):
+    for y in range(0, img.height, _STRIP_ROWS):
+        strip = np.asarray(img.crop((0, y, img.width, min(img.height, y + _STRIP_ROWS))), dtype=np.float32)
         finite = strip[np.isfinite(strip)]
         if finite.size:
             lo, hi = min(lo, float(finite.min())), max(hi, float(finite.max()))
     return (0.0, 0.0) if lo > hi else (lo, hi)
 
 
-def _strips(img: Image.Image, dtype: type = np.float32) -> Iterator[np.ndarray]:
-    w, h = img.size
-    for y in range(0, h, _STRIP_ROWS):
-        yield np.asarray(img.crop((0, y, w, min(h, y + _STRIP_ROWS))), dtype=dtype)
-
-
-def _to_uint8(img: Image.Image) -> Image.Image:
-    """A 16-bit, 32-bit or float image as 8-bit 'L' by :func:`_uint8_rule` (PIL's convert('L') would clip instead).
-
-    Converted in strips of rows into one 8-bit buffer that the returned image shares, so a 100 MP 16-bit image
-    needs 100 MB beside its own 200 MB, not a float copy (800 MB).
-    """
+def _uint8_converter(img: Image.Image) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from the values of a strip of ``img`` (16-bit, 32-bit or float) to uint8, by :func:`_uint8_rule`
+    for the whole image (PIL's own convert('L') would clip them instead)."""
     scale, offset = _uint8_rule(img)
-    w, h = img.size
-    out = np.empty((h, w), np.uint8)
     if img.mode.startswith("I;16"):  # a lookup table: 2x faster than float arithmetic on every pixel
         lut = np.clip(np.rint(np.arange(65536, dtype=np.float64) * scale + offset), 0, 255).astype(np.uint8)
-        convert = lambda strip: lut[strip]  # noqa: E731
-        dtype: type = np.uint16
-    else:
-        convert = lambda strip: np.clip(np.rint(np.nan_to_num(strip) * scale + offset), 0, 255)  # noqa: E731
-        dtype = np.float32
-    for i, strip in enumerate(_strips(img, dtype)):
-        out[i * _STRIP_ROWS:i * _STRIP_ROWS + len(strip)] = convert(strip)
-    return Image.frombuffer("L", (w, h), out, "raw", "L", 0, 1)
+        return lambda values: lut[values]
+    return lambda values: np.clip(np.rint(np.nan_to_num(values.astype(np.float32)) * scale + offset), 0, 255
+                                  ).astype(np.uint8)
+
+
+def _eight_bit(strip: Image.Image, to_uint8: Callable[[np.ndarray], np.ndarray] | None, mode: str) -> Image.Image:
+    """A strip as 8-bit 'L' or 'RGB' (for ``mode`` 'gray' or 'rgb'), transparency composited on white."""
+    if to_uint8 is not None:
+        strip = Image.fromarray(to_uint8(np.asarray(strip)))
+    if strip.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in strip.info:
+        rgba = strip.convert("RGBA")
+        strip = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return strip.convert("L" if mode == "gray" else "RGB")
 
 
 def reduction(width: int, height: int, max_side: int | None) -> int:
@@ -250,8 +253,11 @@ def decode_image(source: str | os.PathLike | bytes, mode: str = "rgb", max_side:
                 box = img.draft(None, (math.ceil(w / k), math.ceil(h / k)))  # other formats: None, a no-op
                 drafted = round(w / box[1][2]) if box else 1
             rest = reduction(*img.size, max_side)
-            with budget.hold(decode_cost(*img.size)) if budget else _nothing():
+            cost = decode_cost(*img.size, img.mode)
+            with budget.hold(cost) if budget else nullcontext():
                 pixels, rotated = _decode(img, mode, rest)
+                if cost >= TRIM_BYTES:
+                    _trim()
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -266,34 +272,50 @@ def decode_image(source: str | os.PathLike | bytes, mode: str = "rgb", max_side:
     return Decoded(pixels, w, h, file_mode, 1.0 / (drafted * rest))
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): their allocators return memory themselves
+        return None
+
+
+def _trim() -> None:
+    """Hand the heap memory a large decode freed back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    Why: glibc gives each thread its own heap arena and keeps freed blocks below 32 MB (PIL allocates images in
+    16 MB blocks) inside the arena for reuse, so every detection thread that once decoded a 100 MP image would keep
+    ~0.4 GB of it: peak memory grew with the number of workers (0.87 GB instead of 0.53 GB with 4 workers on four
+    10000x9999 PNGs). Trimming releases those pages; it changes no setting.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _decode(img: Image.Image, mode: str, factor: int) -> tuple[np.ndarray, bool]:
-    """The full-size decode and what must happen at full size, then the steps that are cheap once reduced by
-    ``factor``. Returns the pixels and whether the EXIF orientation turned the image by 90 degrees."""
+    """Decode at full size (the one full-size buffer), then convert and reduce by ``factor`` strip by strip of
+    rows: a 100 MP RGBA image needs its own 400 MB and a few MB more, where converting or reducing it whole would
+    need a second full-size copy (PIL's ``reduce`` premultiplies alpha into one). Returns the pixels and whether
+    the EXIF orientation turned the image by 90 degrees."""
     img.load()
     orientation = _ORIENTATION.get(img.getexif().get(0x0112, 1))  # after load: a PNG's eXIf may follow its pixels
-    full = img
-    if img.mode in _HIGH_DEPTH:
-        img = _to_uint8(img)
-    elif img.mode not in ("L", "LA", "RGB", "RGBA"):
-        transparent = img.mode in ("PA", "RGBa", "La") or "transparency" in img.info
-        img = img.convert("RGBA" if transparent else "L" if img.mode == "1" else "RGB")
-    if factor > 1:
-        if img is not full:
-            full.close()  # frees the full-size decode now (PIL's close destroys its pixel buffer)
-        img = img.reduce(factor)
+    to_uint8 = _uint8_converter(img) if img.mode in _HIGH_DEPTH else None
+    w, h = img.size
+    rows = factor * max(1, _STRIP_ROWS // factor)  # a multiple of factor: strips reduce exactly as the whole would
+    pixels = None
+    for y in range(0, h, rows):
+        strip = _eight_bit(img if rows >= h else img.crop((0, y, w, min(h, y + rows))), to_uint8, mode)
+        part = np.asarray(strip.reduce(factor) if factor > 1 else strip)
+        if pixels is None:
+            pixels = np.empty((math.ceil(h / factor), *part.shape[1:]), np.uint8)
+        pixels[y // factor:y // factor + len(part)] = part
+    img.close()  # frees the full-size decode now, not when the caller's `with` ends
     if orientation is not None:
-        img = img.transpose(orientation)
-    if img.mode in ("RGBA", "LA"):
-        rgba = img.convert("RGBA")
-        img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+        pixels = np.array(Image.fromarray(pixels).transpose(orientation))
     rotated = orientation in (Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
                               Image.Transpose.ROTATE_90)
-    return np.array(img.convert("L" if mode == "gray" else "RGB"), dtype=np.uint8), rotated
+    return pixels, rotated
 
 
 def read_image(source: str | os.PathLike | bytes, mode: str = "rgb", max_side: int | None = None) -> np.ndarray:

@@ -89,7 +89,7 @@ class Recognizer:
 
     def __init__(self, model: str | os.PathLike = "default", detector: str | object = "auto", min_face: int = 0,
                  max_faces: int | None = None, tta: str = "flip", threads: int | None = None,
-                 images_per_batch: int = 16, workers: int | None = None, batch_bytes: int = 256 * MiB,
+                 images_per_batch: int = 16, workers: int | None = None, batch_bytes: int = 64 * MiB,
                  decode_bytes: int = 512 * MiB, max_side: int | None = None) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
