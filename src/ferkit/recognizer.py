@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit.errors import UserInputError
 from ferkit.faces import crop_face, get_detector
 from ferkit.faces.detection import Detection, make_detection
 from ferkit.io import ImageError, MemoryBudget, colour_mode, decode_image
@@ -92,9 +93,9 @@ class Recognizer:
                  images_per_batch: int = 16, workers: int | None = None, batch_bytes: int = 64 * MiB,
                  decode_bytes: int = 512 * MiB, max_side: int | None = None) -> None:
         if workers is not None and workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
+            raise UserInputError(f"workers must be at least 1, not {workers}")
         if images_per_batch < 1 or batch_bytes < 1:
-            raise ValueError("images_per_batch and batch_bytes must be positive")
+            raise UserInputError("images_per_batch and batch_bytes must be positive")
         self.runtime = ModelRuntime(model, threads=threads, tta=tta)
         self.detector = get_detector(detector)
         self.min_face = min_face
