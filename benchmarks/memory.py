@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -92,8 +93,7 @@ def main() -> None:
             print(f"{command} {code}: {n} photos, workers {w or 'default'}: {result['peak_mb']} MB, "
                   f"{result['seconds']} s", flush=True)
 
-    command = "python benchmarks/memory.py " + " ".join(sys.argv[1:])
-    data = {"command": command.strip(), "photo": f"10000x9999 16-bit gray PNG, {size_mb:.1f} MB on disk",
+    data = {"command": shlex.join(["python", "benchmarks/memory.py", *sys.argv[1:]]), "photo": f"10000x9999 16-bit gray PNG, {size_mb:.1f} MB on disk",
             "bound_mb": BOUND_MB, "rows": rows,
             "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                         "python": platform.python_version()}}
