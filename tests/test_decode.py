@@ -200,6 +200,9 @@ n = {{"labels": ["a", "b"], "matrix": [[0.75, 0.25], [0.0, 1.0]]}}
 save_confusion_plots({{"confusion": m, "confusion_normalized": n}}, {str(tmp_path)!r})
 h = [dict(epoch=e, train_loss=1.0 / e, val_loss=1.1 / e, train_accuracy=0.1 * e, val_accuracy=0.09 * e) for e in (1, 2)]
 save_curves(h, Path({str(tmp_path / "curves.png")!r}))
+from ferkit.video.plots import plot_timeline
+seconds = [dict(second=i, positive=0.5, neutral=0.3, negative=0.2, faces=2) for i in range(5)]
+plot_timeline(Path({str(tmp_path / "timeline.png")!r}), {{1: {{i: "happy" for i in range(5)}}}}, seconds, ["happy"])
 assert Image.MAX_IMAGE_PIXELS == 12345678, Image.MAX_IMAGE_PIXELS
 assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
 print("ok")
@@ -208,7 +211,7 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          env={"PYTHONPATH": env_path, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
-    for name in ("confusion.png", "confusion_normalized.png", "curves.png"):
+    for name in ("confusion.png", "confusion_normalized.png", "curves.png", "timeline.png"):
         with Image.open(tmp_path / name) as png:
             assert png.size[0] > 200 and np.asarray(png.convert("L")).std() > 10
 

@@ -17,11 +17,9 @@ MAX_LANES = 24
 
 def plot_timeline(path: Path, lanes: dict[int, dict[int, str]], seconds: list[dict[str, Any]], labels: list[str],
                   moments: list[dict[str, Any]] | None = None, title: str = "") -> Path:
-    """Write the timeline; ``lanes`` person -> second -> label (empty in aggregate-only mode)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Write the timeline; ``lanes`` person -> second -> label (empty in aggregate-only mode). Drawn on a bare
+    matplotlib ``Figure``, not pyplot, so the process's matplotlib backend is left alone."""
+    from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     if len(lanes) > MAX_LANES:  # the people longest on screen
@@ -30,8 +28,8 @@ def plot_timeline(path: Path, lanes: dict[int, dict[int, str]], seconds: list[di
     end = max([r["second"] + 1 for r in seconds] + [1])
     n_lanes = len(lanes)
     heights = ([max(1.0, 0.35 * n_lanes)] if n_lanes else []) + [1.6, 0.8]
-    fig, axes = plt.subplots(len(heights), 1, figsize=(11, 1.2 + sum(heights)), sharex=True,
-                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    fig = Figure(figsize=(11, 1.2 + sum(heights)))
+    axes = fig.subplots(len(heights), 1, sharex=True, gridspec_kw={"height_ratios": heights}, squeeze=False)
     axes = axes[:, 0]
     if n_lanes:
         ax = axes[0]
@@ -66,5 +64,4 @@ def plot_timeline(path: Path, lanes: dict[int, dict[int, str]], seconds: list[di
         axes[0].set_title(title, fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
     return path
