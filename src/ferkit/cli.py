@@ -578,6 +578,8 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
                    "line is visible to other users).")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=20.0, show_default=True,
               help="Largest image file accepted (a batch may hold --max-files of them).")
+@click.option("--max-video-mb", type=click.FloatRange(min=0, min_open=True), default=500.0, show_default=True,
+              help="Largest video accepted by POST /v1/videos (where `ferkit video` is installed).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=50_000_000, show_default=True,
               help="Largest image accepted, in pixels, checked from its header before decoding.")
 @click.option("--max-files", type=click.IntRange(min=1), default=16, show_default=True,
@@ -588,14 +590,14 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
 @click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most images of concurrent requests that go through the model together (1: no batching).")
 def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key: str | None, max_upload_mb: float,
-          max_pixels: int, max_files: int, timeout_s: float, workers: int | None, max_batch: int) -> None:
+          max_video_mb: float, max_pixels: int, max_files: int, timeout_s: float, workers: int | None, max_batch: int) -> None:
     """Serve the HTTP API (/v1/analyze, /docs) and the web page (/) until Ctrl-C."""
     require_extra("serve", "ferkit serve")
     from ferkit.serve.app import run
     from ferkit.serve.config import ServeConfig
 
     config = ServeConfig(host=host, port=port, models=models, detector=detector, api_key=api_key,
-                         max_upload_mb=max_upload_mb, max_pixels=max_pixels, max_files=max_files,
+                         max_upload_mb=max_upload_mb, max_video_mb=max_video_mb, max_pixels=max_pixels, max_files=max_files,
                          timeout_s=timeout_s, workers=workers, max_batch=max_batch)
     if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"ferkit serve: warning: listening on {host} without an API key: anyone who can reach this "

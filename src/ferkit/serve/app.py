@@ -21,11 +21,20 @@ from ferkit.serve.config import ServeConfig
 from ferkit.serve.errors import APIError
 from ferkit.serve.limits import Guard
 from ferkit.serve.metrics import Metrics
-from ferkit.serve.routes import router
+from ferkit.serve.routes import router, video_router
 from ferkit.serve.service import AnalyzeService
 
 log = logging.getLogger("ferkit.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def video_available() -> bool:
+    """Whether ``ferkit.video`` (and the video extra it needs) can be imported."""
+    try:
+        import ferkit.video  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
@@ -36,6 +45,11 @@ def create_app(config: ServeConfig) -> FastAPI:
     """The app for ``config``; the models load here (once), the batchers start with the server's lifespan."""
     metrics = Metrics()
     service = AnalyzeService(config, metrics)
+    videos = None
+    if video_available():
+        from ferkit.serve.videos import VideoJobs
+
+        videos = VideoJobs(config, service.resolve)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -44,6 +58,8 @@ def create_app(config: ServeConfig) -> FastAPI:
             yield
         finally:
             await service.stop()
+            if videos is not None:
+                videos.close()
 
     app = FastAPI(title="ferkit", version=__version__, lifespan=lifespan,
                   description="Faces and their emotions in images. Every endpoint but /health needs the API key "
@@ -53,7 +69,10 @@ def create_app(config: ServeConfig) -> FastAPI:
     app.state.service = service
     app.state.metrics = metrics
     app.state.static_dir = STATIC_DIR
+    app.state.videos = videos
     app.include_router(router)
+    if videos is not None:  # no video endpoints at all where `ferkit video` is not installed
+        app.include_router(video_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.exception_handler(APIError)

@@ -24,6 +24,7 @@ class ServeConfig:
     api_key: str | None = None
     max_upload_mb: float = 20.0
     max_pixels: int = 50_000_000
+    max_video_mb: float = 500.0
     max_files: int = 16
     timeout_s: float = 30.0
     workers: int | None = None
@@ -36,7 +37,7 @@ class ServeConfig:
         self.models = tuple(dict.fromkeys(self.models)) or ("default",)
         if self.api_key == "":
             self.api_key = None
-        for name in ("max_upload_mb", "max_pixels", "max_files", "timeout_s", "max_batch"):
+        for name in ("max_upload_mb", "max_video_mb", "max_pixels", "max_files", "timeout_s", "max_batch"):
             if getattr(self, name) <= 0:
                 raise UserInputError(f"serve: {name} must be positive, not {getattr(self, name)}")
         if self.batch_wait_ms < 0:
@@ -46,6 +47,10 @@ class ServeConfig:
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_video_bytes(self) -> int:
+        return int(self.max_video_mb * 1024 * 1024) + 64 * 1024
 
     @property
     def max_batch_bytes(self) -> int:

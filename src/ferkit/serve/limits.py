@@ -32,7 +32,7 @@ IMAGE_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "B
                  "GIF": "GIF"}
 """PIL formats an upload may be in (MPO is how PIL names a JPEG with a second, preview image)."""
 
-ROUTES = ("/v1/analyze", "/v1/analyze/batch", "/v1/models", "/health", "/metrics", "/", "/docs", "/openapi.json")
+ROUTES = ("/v1/analyze", "/v1/analyze/batch", "/v1/videos", "/v1/models", "/health", "/metrics", "/", "/docs", "/openapi.json")
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -46,6 +46,8 @@ def route_label(path: str) -> str:
     """A bounded set of metric labels: known routes by name, the page's files as one, anything else as 'other'."""
     if path in ROUTES:
         return path
+    if path.startswith("/v1/videos/"):
+        return "/v1/videos/{id}/files" if "/files/" in path else "/v1/videos/{id}"
     return "/static" if path.startswith(STATIC_PREFIX) else "other"
 
 
@@ -113,6 +115,8 @@ class Guard:
     def body_limit(self, path: str) -> int:
         if path == "/v1/analyze/batch":
             return self.config.max_batch_bytes
+        if path == "/v1/videos":
+            return self.config.max_video_bytes
         return self.config.max_upload_bytes + 64 * 1024
 
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],

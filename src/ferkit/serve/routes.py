@@ -61,6 +61,7 @@ class HealthOut(BaseModel):
     status: str
     version: str
     models: list[str]
+    video: bool = Field(description="whether POST /v1/videos exists (ferkit video is installed)")
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -159,7 +160,8 @@ async def models(request: Request) -> Any:
 
 @router.get("/health", response_model=HealthOut, summary="Liveness: answered without the API key")
 async def health(request: Request) -> Any:
-    return {"status": "ok", "version": __version__, "models": list(_service(request).recognizers)}
+    return {"status": "ok", "version": __version__, "models": list(_service(request).recognizers),
+            "video": request.app.state.videos is not None}
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE: {}}}, **_errors(401)},
@@ -171,3 +173,73 @@ async def metrics(request: Request) -> Response:
 @router.get("/", include_in_schema=False)
 async def index(request: Request) -> FileResponse:
     return FileResponse(request.app.state.static_dir / STATIC_INDEX)
+
+
+class VideoProgress(BaseModel):
+    frames_done: int
+    frames_total: int | None = None
+    seconds: float
+
+
+class VideoJobOut(BaseModel):
+    id: str
+    source: str
+    model: str
+    status: str = Field(description="queued, running, done or failed")
+    progress: VideoProgress
+    links: dict[str, str] = Field(description="self, and each file the job wrote (summary.json, frames.csv, ...)")
+    error: str | None = None
+    result: dict[str, Any] | None = Field(None, description="when done: the JSON of `ferkit video` (summary.json)")
+
+
+VIDEO_BODY = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {"file": IMAGE_BODY}}}}}}
+
+video_router = APIRouter()
+"""Included by the app only where ``ferkit.video`` is installed."""
+
+
+@video_router.post("/v1/videos", status_code=202, response_model=VideoJobOut, response_model_exclude_none=True,
+                   openapi_extra=VIDEO_BODY, responses=_errors(400, 401, 408, 413, 415, 422, 429),
+                   summary="Start analysing a video (what `ferkit video` does); poll the job's link for progress")
+async def start_video(request: Request, model: str | None = MODEL_QUERY) -> Any:
+    import shutil
+
+    from starlette.concurrency import run_in_threadpool
+
+    jobs = request.app.state.videos
+    if _media_type(request) != "multipart/form-data":
+        raise APIError(415, "unsupported_type", "send the video as multipart/form-data in a field named 'file'")
+    form = await _form(request, 2)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise APIError(422, "missing_field", "the multipart body has no file field named 'file'; send "
+                                             "-F file=@talk.mp4")
+    job = jobs.new_job(upload.filename or "video", model)
+    try:
+        def save() -> int:
+            with open(job.input, "wb") as f:
+                shutil.copyfileobj(upload.file, f, 1 << 20)
+                return f.tell()
+
+        if await run_in_threadpool(save) == 0:
+            raise APIError(400, "empty", f"{job.name}: empty upload (0 bytes); send a video file")
+    except BaseException:
+        jobs.discard(job)
+        raise
+    finally:
+        await upload.close()
+    jobs.start(job)
+    return job.to_dict()
+
+
+@video_router.get("/v1/videos/{job_id}", response_model=VideoJobOut, response_model_exclude_none=True,
+                  responses=_errors(401, 404), summary="A video job: progress, then the results and links to files")
+async def video_job(request: Request, job_id: str) -> Any:
+    return request.app.state.videos.get(job_id).to_dict()
+
+
+@video_router.get("/v1/videos/{job_id}/files/{name}", response_class=FileResponse, responses=_errors(401, 404),
+                  summary="A file a video job wrote (as listed in its links)")
+async def video_file(request: Request, job_id: str, name: str) -> FileResponse:
+    return FileResponse(request.app.state.videos.file(job_id, name), filename=name)

@@ -332,14 +332,108 @@ function stopLive() {
   setStatus($("#live-status"), `Camera off after ${live.frames} analysed frames.`);
 }
 
+// ---- video jobs (only where the server has `ferkit video`) -------------------------------------------------------
+
+function uploadWithProgress(url, form, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", url);
+    if (state.key) xhr.setRequestHeader("X-API-Key", state.key);
+    xhr.upload.onprogress = (event) => { if (event.lengthComputable) onProgress(event.loaded / event.total); };
+    xhr.onload = () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch (_) { /* reported below */ }
+      if (xhr.status >= 200 && xhr.status < 300) resolve(body);
+      else reject(new Error((body && body.message) || `HTTP ${xhr.status}`));
+    };
+    xhr.onerror = () => reject(new Error("the upload failed (connection lost)"));
+    xhr.send(form);
+  });
+}
+
+async function fetchBlob(path) {
+  const response = await fetch(path, { headers: state.key ? { "X-API-Key": state.key } : {} });
+  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  return response.blob();
+}
+
+async function analyzeVideo(file) {
+  const status = $("#video-status");
+  const bar = $("#video-progress");
+  $("#video-result").hidden = true;
+  $("#video-links").replaceChildren();
+  $("#video-progress-label").textContent = "Uploading";
+  let job;
+  try {
+    const form = new FormData();
+    form.append("file", file, file.name);
+    job = await uploadWithProgress(`/v1/videos?${modelParam()}`, form, (f) => {
+      bar.value = f * 100;
+      setStatus(status, `Uploading ${file.name}: ${pct(f)}`);
+    });
+  } catch (error) {
+    setStatus(status, error.message, true);
+    return;
+  }
+  $("#video-progress-label").textContent = "Analysing";
+  bar.value = 0;
+  while (job.status === "queued" || job.status === "running") {
+    const p = job.progress;
+    if (p.frames_total) bar.value = (100 * p.frames_done) / p.frames_total;
+    setStatus(status, job.status === "queued" ? "Waiting for the video before it…" :
+              `Analysing: frame ${p.frames_done}${p.frames_total ? ` of ${p.frames_total}` : ""}`);
+    await new Promise((r) => setTimeout(r, 1000));
+    try {
+      job = await api(job.links.self);
+    } catch (error) {
+      setStatus(status, error.message, true);
+      return;
+    }
+  }
+  if (job.status !== "done") {
+    setStatus(status, job.error || `the job ${job.status}`, true);
+    return;
+  }
+  bar.value = 100;
+  const clip = job.result.clip;
+  const people = job.result.people.length;
+  const summary = `${job.source}: ${job.result.frames} frames (${job.result.duration_s.toFixed(1)} s), ` +
+    `${people} ${people === 1 ? "person" : "people"}` + (clip.faces_seen ? `, mostly ${clip.dominant_emotion} ` +
+    `(${clip.group} ${pct(clip.group_shares[clip.group])})` : ", no face found");
+  setStatus(status, `Done in ${job.progress.seconds.toFixed(1)} s`);
+  $("#video-summary").textContent = summary;
+  if (job.links["timeline.png"]) {
+    $("#video-timeline").src = URL.createObjectURL(await fetchBlob(job.links["timeline.png"]));
+    $("#video-result").hidden = false;
+  }
+  $("#video-links").replaceChildren(...Object.entries(job.links).filter(([name]) => name !== "self").map(([name, link]) => {
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = `Download ${name}`;
+    button.addEventListener("click", async () => {
+      const a = document.createElement("a");
+      a.href = URL.createObjectURL(await fetchBlob(link));
+      a.download = name;
+      document.body.append(a);
+      a.click();
+      a.remove();
+    });
+    li.append(button);
+    return li;
+  }));
+}
+
 // ---- wiring ------------------------------------------------------------------------------------------------
 
+const PANELS = { photos: "photos", live: "live", video: "video-panel" };
+
 function selectTab(name) {
-  for (const tab of ["photos", "live"]) {
+  for (const [tab, panel] of Object.entries(PANELS)) {
     const on = tab === name;
     $(`#tab-${tab}`).setAttribute("aria-selected", String(on));
     $(`#tab-${tab}`).tabIndex = on ? 0 : -1;
-    $(`#${tab}`).hidden = !on;
+    $(`#${panel}`).hidden = !on;
   }
   if (name !== "live" && live.stream) stopLive();
 }
@@ -347,6 +441,12 @@ function selectTab(name) {
 function init() {
   $("#tab-photos").addEventListener("click", () => selectTab("photos"));
   $("#tab-live").addEventListener("click", () => selectTab("live"));
+  $("#tab-video").addEventListener("click", () => selectTab("video"));
+  $("#video-file").addEventListener("change", (event) => {
+    if (event.target.files.length) analyzeVideo(event.target.files[0]);
+    event.target.value = "";
+  });
+  fetch("/health").then((r) => r.json()).then((h) => { $("#tab-video").hidden = !h.video; }).catch(() => {});
   $("#model").addEventListener("change", () => {
     showModelInfo();
     live.tracks = [];
