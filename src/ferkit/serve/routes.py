@@ -199,7 +199,7 @@ video_router = APIRouter()
 """Included by the app only where ``ferkit.video`` is installed."""
 
 
-@video_router.post("/v1/videos", status_code=202, response_model=VideoJobOut, response_model_exclude_none=True,
+@video_router.post("/v1/videos", status_code=202, response_model=VideoJobOut, response_model_exclude_unset=True,
                    openapi_extra=VIDEO_BODY, responses=_errors(400, 401, 408, 413, 415, 422, 429),
                    summary="Start analysing a video (what `ferkit video` does); poll the job's link for progress")
 async def start_video(request: Request, model: str | None = MODEL_QUERY) -> Any:
@@ -233,7 +233,7 @@ async def start_video(request: Request, model: str | None = MODEL_QUERY) -> Any:
     return job.to_dict()
 
 
-@video_router.get("/v1/videos/{job_id}", response_model=VideoJobOut, response_model_exclude_none=True,
+@video_router.get("/v1/videos/{job_id}", response_model=VideoJobOut, response_model_exclude_unset=True,
                   responses=_errors(401, 404), summary="A video job: progress, then the results and links to files")
 async def video_job(request: Request, job_id: str) -> Any:
     return request.app.state.videos.get(job_id).to_dict()
