@@ -119,6 +119,10 @@ class Guard:
             return self.config.max_video_bytes
         return self.config.max_upload_bytes + 64 * 1024
 
+    def time_limit(self, path: str) -> float | None:
+        """--timeout, except for downloads of a video job's files, whose size is the job's, not the client's."""
+        return None if path.startswith("/v1/videos/") and "/files/" in path else self.config.timeout_s
+
     async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
         if scope["type"] != "http":
@@ -161,7 +165,7 @@ class Guard:
                 return message
 
             try:
-                await asyncio.wait_for(self.app(scope, receive_counted, send_tracked), self.config.timeout_s)
+                await asyncio.wait_for(self.app(scope, receive_counted, send_tracked), self.time_limit(path))
             except (TimeoutError, asyncio.TimeoutError):
                 if not state["status"]:
                     await reply(408, "timeout", f"request not finished within the {self.config.timeout_s:g} s "
