@@ -590,15 +590,16 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
 @click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most images of concurrent requests that go through the model together (1: no batching).")
 def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key: str | None, max_upload_mb: float,
-          max_video_mb: float, max_pixels: int, max_files: int, timeout_s: float, workers: int | None, max_batch: int) -> None:
+          max_video_mb: float, max_pixels: int, max_files: int, timeout_s: float, workers: int | None,
+          max_batch: int) -> None:
     """Serve the HTTP API (/v1/analyze, /docs) and the web page (/) until Ctrl-C."""
     require_extra("serve", "ferkit serve")
     from ferkit.serve.app import run
     from ferkit.serve.config import ServeConfig
 
     config = ServeConfig(host=host, port=port, models=models, detector=detector, api_key=api_key,
-                         max_upload_mb=max_upload_mb, max_video_mb=max_video_mb, max_pixels=max_pixels, max_files=max_files,
-                         timeout_s=timeout_s, workers=workers, max_batch=max_batch)
+                         max_upload_mb=max_upload_mb, max_video_mb=max_video_mb, max_pixels=max_pixels,
+                         max_files=max_files, timeout_s=timeout_s, workers=workers, max_batch=max_batch)
     if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"ferkit serve: warning: listening on {host} without an API key: anyone who can reach this "
                    "machine can use it (set FERKIT_API_KEY; see docs/SERVE.md)", err=True)

@@ -32,7 +32,8 @@ IMAGE_FORMATS = {"JPEG": "JPEG", "MPO": "JPEG", "PNG": "PNG", "WEBP": "WebP", "B
                  "GIF": "GIF"}
 """PIL formats an upload may be in (MPO is how PIL names a JPEG with a second, preview image)."""
 
-ROUTES = ("/v1/analyze", "/v1/analyze/batch", "/v1/videos", "/v1/models", "/health", "/metrics", "/", "/docs", "/openapi.json")
+ROUTES = ("/v1/analyze", "/v1/analyze/batch", "/v1/videos", "/v1/models", "/health", "/metrics", "/", "/docs",
+          "/openapi.json")
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -83,14 +84,16 @@ def check_image(data: bytes, name: str, max_pixels: int) -> tuple[int, int]:
             with Image.open(io.BytesIO(data)) as img:  # reads the header only
                 (w, h), fmt = img.size, img.format
     except UnidentifiedImageError:
-        raise APIError(415, "unsupported_type", f"{name}: not an image; send JPEG, PNG, WebP, BMP, TIFF or GIF") from None
+        raise APIError(415, "unsupported_type",
+                       f"{name}: not an image; send JPEG, PNG, WebP, BMP, TIFF or GIF") from None
     except Image.DecompressionBombError as exc:  # PIL's own ceiling (ferkit.io sets it), far above max_pixels
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
         raise APIError(413, "too_many_pixels", f"{name}: {size}, over the limit of {max_pixels:,}; downscale it "
                                                "first") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise APIError(400, "corrupt", f"{name}: unreadable image header ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise APIError(400, "corrupt", f"{name}: unreadable image header ({reason})") from None
     if fmt not in IMAGE_FORMATS:
         raise APIError(415, "unsupported_type", f"{name}: {fmt} images are not accepted; send JPEG, PNG, WebP, BMP, "
                                                 "TIFF or GIF")

@@ -159,6 +159,7 @@ class VideoJobs:
             job.error, job.status = str(exc).replace(str(job.input), job.name), "failed"
         except Exception:  # a bug: logged with its traceback here, one line for the client
             log.exception("video job %s failed", job.id)
-            job.error, job.status = "internal error while analysing the video (the server log has the details)", "failed"
+            job.error = "internal error while analysing the video (the server log has the details)"
+            job.status = "failed"
         finally:
             job.finished = time.time()
