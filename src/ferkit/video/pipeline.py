@@ -182,6 +182,44 @@ class VideoRun:
             dets = sorted(dets, key=lambda d: -d.area)[: self.options.max_people]
         return dets
 
+    def _scheduled(self) -> Iterator[tuple[Any, list[Detection] | None]]:
+        """Frames in order, each with its detections (detection frames) or None (the tracker's frames).
+
+        Detection runs in a worker thread one detection step ahead: while it scans frame ``d`` (dlib releases the
+        GIL), this thread tracks, classifies and writes the frames before ``d`` and decodes the ones after it. At
+        most ``stride`` decoded frames wait at a time, so memory stays bounded by the stride, not the video.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        def detect(rgb: np.ndarray) -> list[Detection]:
+            t = time.perf_counter()
+            dets = self._detect(rgb)
+            self.timings["detect"] += time.perf_counter() - t
+            return dets
+
+        frames = iter(self.source)
+        waiting = None  # (detection frame, future of its detections)
+        after: list = []  # the frames after it, before the next detection frame
+        with ThreadPoolExecutor(1, thread_name_prefix="ferkit-video-detect") as pool:
+            n = 0
+            while True:
+                t0 = time.perf_counter()
+                frame = next(frames, None)
+                self.timings["decode"] += time.perf_counter() - t0
+                if frame is not None and n % self.stride:
+                    after.append(frame)
+                    n += 1
+                    continue
+                future = pool.submit(detect, frame.rgb) if frame is not None else None
+                if waiting is not None:
+                    yield waiting[0], waiting[1].result()
+                    for f in after:
+                        yield f, None
+                if frame is None:
+                    return
+                waiting, after = (frame, future), []
+                n += 1
+
     def _run(self) -> Iterator[FrameResult]:
         sinks = self._open_sinks()
         last_det: dict[int, Detection] = {}
@@ -190,23 +228,13 @@ class VideoRun:
         timings = self.timings
         w, h = self.source.width, self.source.height
         try:
-            frames = iter(self.source)
-            while True:
-                t0 = time.perf_counter()
-                frame = next(frames, None)
-                t1 = time.perf_counter()
-                timings["decode"] += t1 - t0
-                if frame is None:
-                    break
-                detect_now = self.frames % self.stride == 0
+            for frame, detections in self._scheduled():
+                t2 = time.perf_counter()
+                detect_now = detections is not None
                 if detect_now:
-                    detections = self._detect(frame.rgb)
-                    t2 = time.perf_counter()
-                    timings["detect"] += t2 - t1
                     tracked = self.tracker.update(detections, w, h)
                     since_detection = 0
                 else:
-                    t2 = time.perf_counter()
                     since_detection += 1
                     tracked = self.tracker.predict(since_detection / self.stride, w, h)
                 t3 = time.perf_counter()
