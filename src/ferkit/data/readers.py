@@ -9,12 +9,12 @@ from __future__ import annotations
 import csv
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ferkit.data.samples import SPLITS, Entry, canonical_split
+from ferkit.data.samples import SPLITS, Entry, Problem, canonical_split
 from ferkit.io import is_image_path
 from ferkit.labels import FER2013_7, FERPLUS_8, try_canonical
 from ferkit.errors import UserInputError
@@ -34,12 +34,20 @@ class DatasetError(UserInputError):
 
 @dataclass
 class Dataset:
-    """Entries of one dataset plus what the reader had to leave out (non-image files, excluded FER+ rows)."""
+    """Entries of one dataset plus what the reader had to leave out: ``ignored`` counts what is not meant to be read
+    (non-image files, FER+ rows without a label), ``rejected`` holds records that are broken, each with its split
+    (None when unknown) and a :class:`Problem` that says where and why."""
 
     root: str
     kind: str
     entries: list[Entry]
     ignored: dict[str, int]
+    rejected: list[tuple[str | None, Problem]] = field(default_factory=list)
+
+    def problems(self, split: str | None = None) -> list[Problem]:
+        """Broken records of one split (plus those whose split is unreadable), or all of them for None."""
+        wanted = canonical_split(split) if split is not None else None
+        return [p for s, p in self.rejected if wanted is None or s in (wanted, None)]
 
     def split(self, name: str | None) -> list[Entry]:
         """Entries of one split ('PrivateTest', 'test', ...), or all entries for None."""
@@ -96,29 +104,61 @@ def read_folder_tree(root: str | os.PathLike) -> Dataset:
     return Dataset(str(root), "folders", entries, {k: v for k, v in ignored.items() if v})
 
 
+FER2013_SIDE = 48
+"""Every FER2013 image is 48x48 gray: a pixels cell holds exactly 48 * 48 = 2304 values in 0-255."""
+
+
+def _fer2013_row(row: dict[str, str | None]) -> tuple[str, np.ndarray]:
+    """(label, 48x48 uint8 pixels) of one csv row; ValueError with the reason when the row breaks the format.
+
+    Why strict: a label of -1 would index FER2013's list from the end (read as neutral), a 4-value row is a valid
+    2x2 square, and a value of 300 overflows uint8 -- each would train or score silently on a wrong sample.
+    """
+    raw_label, raw_pixels = row.get("emotion"), row.get("pixels")
+    if raw_label is None or raw_pixels is None:
+        raise ValueError("row has fewer cells than the header (emotion, pixels, Usage)")
+    try:
+        code = int(raw_label)
+    except ValueError:
+        raise ValueError(f"emotion {raw_label!r} is not a whole number 0-6") from None
+    if not 0 <= code < len(FER2013_7):
+        raise ValueError(f"emotion {code} is outside 0-{len(FER2013_7) - 1}")
+    try:
+        values = np.array(raw_pixels.split(), dtype=np.int64)
+    except (ValueError, OverflowError):
+        raise ValueError("pixels holds something that is not a whole number") from None
+    if values.size != FER2013_SIDE ** 2:
+        raise ValueError(f"pixels holds {values.size} values, not {FER2013_SIDE ** 2} (48x48)")
+    if values.min() < 0 or values.max() > 255:
+        bad = values[(values < 0) | (values > 255)][0]
+        raise ValueError(f"pixel value {bad} is outside 0-255")
+    return FER2013_7[code], values.astype(np.uint8).reshape(FER2013_SIDE, FER2013_SIDE)
+
+
 def read_fer2013_csv(path: str | os.PathLike) -> Dataset:
-    """The original fer2013.csv: columns emotion (0-6, FER2013 order), pixels (2304 space-separated), Usage."""
+    """The original fer2013.csv: columns emotion (0-6, FER2013 order), pixels (2304 values 0-255), Usage.
+
+    A row that breaks the format is left out and kept in ``Dataset.rejected`` as a :class:`Problem` naming the csv
+    line and what is wrong (reported beside unreadable image files); every other row is still read.
+    """
     entries: list[Entry] = []
-    ignored = {"bad pixel row": 0}
+    rejected: list[tuple[str | None, Problem]] = []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
         if missing:
             raise DatasetError(f"{path}: not a FER2013 csv (missing columns {sorted(missing)})")
-        for i, row in enumerate(reader, start=2):
+        for row in reader:
+            source = f"{path}:{reader.line_num}"
+            split = None
             try:
-                pixels = np.array(row["pixels"].split(), dtype=np.uint8)
-                side = int(round(len(pixels) ** 0.5))
-                if side * side != len(pixels) or side == 0:
-                    raise ValueError
-                label = FER2013_7[int(row["emotion"])]
-            except (ValueError, IndexError):
-                ignored["bad pixel row"] += 1
+                split = canonical_split(row["Usage"]) if row.get("Usage") else None
+                label, pixels = _fer2013_row(row)
+            except ValueError as exc:
+                rejected.append((split, Problem(source, f"{source}: {exc}")))
                 continue
-            usage = row.get("Usage")
-            entries.append(Entry(f"{path}:{i}", label, canonical_split(usage) if usage else None,
-                                 pixels=pixels.reshape(side, side)))
-    return Dataset(str(path), "fer2013-csv", entries, {k: v for k, v in ignored.items() if v})
+            entries.append(Entry(source, label, split, pixels=pixels))
+    return Dataset(str(path), "fer2013-csv", entries, {}, rejected)
 
 
 def ferplus_label(votes: dict[str, float], mode: str) -> str | None:

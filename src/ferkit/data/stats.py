@@ -66,7 +66,7 @@ def dataset_stats(path: str | Path, check_images: bool = True) -> DatasetStats:
     dataset = open_dataset(path, "plurality" if is_ferplus_folder(path) else "majority")
     sizes: Counter = Counter()
     modes: Counter = Counter()
-    problems: list[Problem] = []
+    problems: list[Problem] = dataset.problems()
     if check_images:
         for e in dataset.entries:
             if e.pixels is not None:

@@ -66,7 +66,9 @@ def load_tensors(sources: Sequence[tuple[str, str | None]], labels: Sequence[str
     skipped: dict[str, int] = {}
     mode = colour_mode(channels)
     for path, split in sources:
-        entries = open_dataset(path, ferplus_mode).split(split)
+        dataset = open_dataset(path, ferplus_mode)
+        entries = dataset.split(split)
+        problems.extend(dataset.problems(split))
         if limit is not None:
             for e in entries:
                 if e.label not in index:

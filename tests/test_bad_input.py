@@ -1,0 +1,88 @@
+"""Bad input that used to crash ferkit or give silently wrong results, each built from real files.
+
+FER2013 csv rows, model packages and training recipes: every broken one is one clear line (or, for dataset rows,
+one reported problem naming the csv line) while everything that is fine is still read.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ferkit.data import decode, open_dataset
+from ferkit.data.stats import dataset_stats
+
+FER2013_ORDER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def real_fer_rows(tree: Path, n: int = 8) -> list[list[str]]:
+    """[emotion, pixels, Usage] rows made from the first ``n`` real FER2013 images of a class-per-folder tree."""
+    rows = []
+    for s in list(decode(open_dataset(tree).entries))[:n]:
+        rows.append([str(FER2013_ORDER.index(s.label)), " ".join(map(str, s.image.ravel())), s.split])
+    return rows
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["emotion", "pixels", "Usage"])
+        w.writerows(rows)
+    return path
+
+
+def test_fer2013_csv_bad_rows_are_problems_with_their_line_and_the_rest_is_read(tmp_path, small_fer_tree):
+    good = real_fer_rows(small_fer_tree)
+    label, pixels, usage = good[0]
+    values = pixels.split()
+    bad = {
+        "pixel value 300 is outside 0-255": [label, " ".join(["300"] + values[1:]), usage],
+        "pixel value -5 is outside 0-255": [label, " ".join(values[:-1] + ["-5"]), usage],
+        "fewer cells than the header": [label],
+        "emotion -1 is outside 0-6": ["-1", pixels, usage],
+        "holds 4 values, not 2304": [label, " ".join(values[:4]), usage],
+        "holds 2303 values": [label, " ".join(values[:-1]), usage],
+        "emotion 'happy' is not a whole number": ["happy", pixels, usage],
+        "not a whole number": [label, " ".join(["12.5"] + values[1:]), usage],
+    }
+    rows = good[:4] + list(bad.values()) + good[4:]
+    path = write_csv(tmp_path / "fer2013.csv", rows)
+
+    ds = open_dataset(path)
+    got = list(decode(ds.entries))
+    expected = [r for r in rows if r in good]
+    assert len(got) == len(good) == len(expected)
+    for s, (code, pix, split) in zip(got, expected):
+        assert s.label == FER2013_ORDER[int(code)] and s.split == split
+        assert np.array_equal(s.image, np.array(pix.split(), dtype=np.uint8).reshape(48, 48))
+    problems = ds.problems()
+    assert len(problems) == len(bad)
+    for i, (problem, why) in enumerate(zip(problems, bad)):
+        line = 2 + 4 + i  # header, four good rows, then the bad ones in order
+        assert problem.source == f"{path}:{line}" and problem.reason.startswith(f"{path}:{line}: ")
+        assert why in problem.reason, (why, problem.reason)
+        assert "\n" not in problem.reason
+
+    # the split filter keeps a bad row's problem with its split; the consumers report them
+    split = good[0][2]
+    assert {p.source for p in ds.problems(split)} >= {f"{path}:{6 + i}" for i in range(2)}
+    stats = dataset_stats(path)
+    assert len(stats.problems) == len(bad) and sum(sum(c.values()) for c in stats.counts.values()) == len(good)
+
+
+def test_fer2013_csv_bad_rows_reach_training_and_evaluation_reports(tmp_path, small_fer_tree):
+    from ferkit.evaluate import evaluate_dataset
+    from ferkit.labels import space
+    from ferkit.train.tensors import load_tensors
+
+    good = real_fer_rows(small_fer_tree, 12)
+    label, pixels, usage = good[0]
+    path = write_csv(tmp_path / "fer2013.csv", good + [["-1", pixels, usage], [label, "1 2 3 4", usage]])
+    data = load_tensors([(str(path), None)], space("fer2013"), 48, 1)
+    assert len(data) == len(good) and len(data.problems) == 2
+    assert {p.source for p in data.problems} == {f"{path}:{len(good) + 2}", f"{path}:{len(good) + 3}"}
+    report = evaluate_dataset(path)
+    assert report["n"] == len(good) and report["skipped"]["unreadable"] == 2 and len(report["problems"]) == 2
