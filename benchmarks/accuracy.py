@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ferkit.evaluate import evaluate_dataset
-from ferkit.models.package import read_card, resolve_package, shipped_models
+from ferkit.packages import read_card, resolve_package, shipped_models
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "fer2013"

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     from ferkit.bench import classify_throughput, face_crops
     from ferkit.io import is_image_path, read_image
-    from ferkit.models.package import read_card
+    from ferkit.packages import read_card
 
     if a.files:
         files = list(a.files)

@@ -56,7 +56,7 @@ def make_linear_onnx(folder: Path, labels: list[str], size: int = 8, channels: i
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from ferkit.models.package import ModelCard, write_card
+    from ferkit.packages import ModelCard, write_card
 
     rng = np.random.default_rng(seed)
     d = channels * size * size

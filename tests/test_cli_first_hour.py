@@ -151,7 +151,7 @@ def test_evaluate_help_shows_the_default_split_and_bad_splits_are_usage_errors(s
 # --- ferkit models -------------------------------------------------------------------------------------------
 
 def test_models_is_a_readable_table_from_the_cards():
-    from ferkit.models.package import GRAPH_NAME, WEIGHTS_DIR, read_card, shipped_models
+    from ferkit.packages import GRAPH_NAME, WEIGHTS_DIR, read_card, shipped_models
 
     done = ferkit("models")
     assert done.returncode == 0, done.stderr

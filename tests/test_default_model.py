@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from ferkit.cli import main
-from ferkit.models.package import WEIGHTS_DIR, read_card
+from ferkit.packages import WEIGHTS_DIR, read_card
 
 
 @pytest.fixture(scope="module")

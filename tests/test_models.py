@@ -17,7 +17,7 @@ from torch import nn
 
 from ferkit.models.autoencoder import CNNAutoencoder, encoder_features, fit_feature_classifier
 from ferkit.models.export import check_parity, export_onnx
-from ferkit.models.package import GRAPH_NAME, ModelCard, PackageError, read_card
+from ferkit.packages import GRAPH_NAME, ModelCard, PackageError, read_card
 from ferkit.models.registry import available, build_model, min_input_size
 from ferkit.models.resmasknet import MaskingBlock, ResMaskingBlock, ResMaskNet, mask_depths, stage_sides
 from ferkit.models.small_cnn import SmallCNN

@@ -5,8 +5,8 @@ import torch
 
 from ferkit.data import decode, open_dataset
 from ferkit.models.export import export_onnx
-from ferkit.models.package import ModelCard, read_card
-from ferkit.models.quantize import quantize_package
+from ferkit.packages import ModelCard, read_card
+from ferkit.packages.quantize import quantize_package
 from ferkit.models.registry import build_model
 from ferkit.runtime import ModelRuntime
 

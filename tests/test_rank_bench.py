@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ferkit.cli import main
-from ferkit.models.package import WEIGHTS_DIR
+from ferkit.packages import WEIGHTS_DIR
 from ferkit.rank import photo_score, rank_results, resolve_target
 from ferkit.results import Face, ImageResult
 from tests.conftest import PHOTOS, need

@@ -93,7 +93,7 @@ def test_rerun_with_other_settings_is_refused_and_force_redoes(photos, tmp_path)
 
 
 def test_another_model_or_a_changed_package_is_refused(photos, tmp_path, recognizer):
-    from ferkit.models.package import WEIGHTS_DIR
+    from ferkit.packages import WEIGHTS_DIR
 
     out = tmp_path / "out"
     analyze_paths([photos / SMALL[0]], recognizer, out, annotated=False, progress=False)

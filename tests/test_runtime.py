@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ferkit.models.package import ModelCard, PackageError, read_card, resolve_package
+from ferkit.packages import ModelCard, PackageError, read_card, resolve_package
 from ferkit.runtime import ModelRuntime, softmax
 from tests.conftest import make_linear_onnx
 

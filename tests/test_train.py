@@ -338,7 +338,7 @@ def test_clahe_recipe_trains_on_clahe_images_and_the_package_applies_it(tmp_path
 
     from ferkit.faces.enhance import apply_clahe
     from ferkit.labels import space
-    from ferkit.models.package import read_card
+    from ferkit.packages import read_card
     from ferkit.runtime import ModelRuntime
     from ferkit.train.export_run import export_run
     from ferkit.train.tensors import load_tensors

@@ -460,7 +460,7 @@ def evaluate(data_path: str, model: str, split: str | None, grouping: str | None
 
 def _models_table(folders: list[Path]) -> str:
     """One row per model package: what a user compares before choosing ``--model``."""
-    from ferkit.models.package import GRAPH_NAME, read_card
+    from ferkit.packages import GRAPH_NAME, read_card
 
     header = ("name", "labels", "size", "accuracy", "ECE", "crop", "detector")
     rows, label_lines = [], []
@@ -491,7 +491,7 @@ def _models_table(folders: list[Path]) -> str:
 @main.command(short_help="The shipped models: labels, size, scores, detector.")
 def models() -> None:
     """List the shipped model packages: labels, size, accuracy (split, TTA), calibration, detector."""
-    from ferkit.models.package import WEIGHTS_DIR, shipped_models
+    from ferkit.packages import WEIGHTS_DIR, shipped_models
 
     names = shipped_models()
     if not names:

@@ -29,7 +29,7 @@ from filelock import FileLock, Timeout
 
 from ferkit.errors import UserInputError
 from ferkit.io import atomic_write
-from ferkit.models.package import CARD_NAME, GRAPH_NAME
+from ferkit.packages import CARD_NAME, GRAPH_NAME
 
 JOURNAL = "results.jsonl"
 ANNOTATED = "annotated"

@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ferkit.faces.enhance import apply_clahe
-from ferkit.models.package import GRAPH_NAME, ModelCard, read_card, resolve_package
+from ferkit.packages import GRAPH_NAME, ModelCard, read_card, resolve_package
 
 TTA_MODES = ("none", "flip")
 

@@ -22,6 +22,7 @@ from ferkit.faces.crop import (
     detect_and_crop,
     landmarks_in_crop,
 )
+from ferkit.faces import backend_dlib, backend_haar, backend_mediapipe  # noqa: F401  (they register themselves)
 from ferkit.faces.detection import Detection
 from ferkit.faces.enhance import apply_clahe
 from ferkit.faces.registry import (

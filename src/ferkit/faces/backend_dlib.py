@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from ferkit.errors import missing_extra
-from ferkit.faces.registry import Detector, DetectorUnavailable
+from ferkit.faces.registry import Detector, DetectorUnavailable, register_detector
 
 
 def _import_dlib():
@@ -107,3 +107,6 @@ class DlibDetector(Detector):
             out.append((float(rect.left()), float(rect.top()), float(rect.right() + 1), float(rect.bottom() + 1),
                         float(score), lms))
         return out
+
+
+register_detector("dlib", DlibDetector)

@@ -15,7 +15,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from ferkit.faces.registry import Detector, DetectorUnavailable
+from ferkit.faces.registry import Detector, DetectorUnavailable, register_detector
 
 
 @lru_cache(maxsize=None)
@@ -106,3 +106,6 @@ class HaarDetector(Detector):
         if best is None:
             return {}
         return {"right_eye": best[0], "left_eye": best[1]}
+
+
+register_detector("haar", HaarDetector)

@@ -11,10 +11,12 @@ person's right/left, the same convention as ferkit's Detection.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ferkit.errors import missing_extra
-from ferkit.faces.registry import Detector, DetectorUnavailable
+from ferkit.faces.registry import Detector, DetectorUnavailable, register_detector
 
 _KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
 
@@ -62,3 +64,7 @@ class MediaPipeDetector(Detector):
             score = float(det.score[0]) if len(det.score) else None
             out.append((x0, y0, x1, y1, score, lms))
         return out
+
+
+register_detector("mediapipe", MediaPipeDetector)
+register_detector("mediapipe_short", partial(MediaPipeDetector, model="short"))

@@ -1,7 +1,8 @@
 """Face detector registry: ``get_detector(name)`` and the base class every backend follows.
 
-Backends (each imports its library only when constructed, and raises DetectorUnavailable, one line naming the pip
-package, when it is missing):
+Each backend module registers itself (``register_detector``) and :mod:`ferkit.faces`'s ``__init__`` imports them;
+this module never imports a backend, so imports flow one way. Backends (each imports its library only when
+constructed, and raises DetectorUnavailable, one line naming the pip package, when it is missing):
 
 - ``dlib``: dlib HOG detector + 5-point shape predictor (eye centres). ``pip install 'ferkit[faces]'``
 - ``haar``: OpenCV Haar cascade; eyes from the eye cascade when it finds a pair. Core (opencv-python-headless<5).
@@ -109,13 +110,11 @@ def register_detector(name: str, factory: Callable[..., Detector]) -> None:
 
 def detector_names() -> list[str]:
     """Every registered backend name (installed or not), plus 'auto'."""
-    _load_builtin()
     return [*_REGISTRY, "auto"]
 
 
 def available_detectors() -> list[str]:
     """Backend names whose packages are installed, in AUTO_ORDER first, then the rest."""
-    _load_builtin()
     names = [n for n in AUTO_ORDER if n in _REGISTRY] + [n for n in _REGISTRY if n not in AUTO_ORDER]
     ok = []
     for n in names:
@@ -137,7 +136,6 @@ def get_detector(name: str | Detector = "auto", **kwargs: Any) -> Detector:
     """
     if isinstance(name, Detector):
         return name
-    _load_builtin()
     key = str(name).lower().replace("-", "_")
     if key == "auto":
         errors = []
@@ -150,19 +148,3 @@ def get_detector(name: str | Detector = "auto", **kwargs: Any) -> Detector:
     if key not in _REGISTRY:
         raise ValueError(f"unknown face detector {name!r}; choose from {', '.join(detector_names())}")
     return _REGISTRY[key](**kwargs)
-
-
-_loaded = False
-
-
-def _load_builtin() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from ferkit.faces import backend_dlib, backend_haar, backend_mediapipe
-
-    register_detector("dlib", backend_dlib.DlibDetector)
-    register_detector("haar", backend_haar.HaarDetector)
-    register_detector("mediapipe", backend_mediapipe.MediaPipeDetector)
-    register_detector("mediapipe_short", lambda **kw: backend_mediapipe.MediaPipeDetector(model="short", **kw))

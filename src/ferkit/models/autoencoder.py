@@ -159,6 +159,4 @@ def fit_feature_classifier(model: CNNAutoencoder, images: torch.Tensor, targets:
     return estimator
 
 
-@register("cnn_autoencoder", min_input=16)
-def _cnn_autoencoder(**kwargs: object) -> nn.Module:
-    return CNNAutoencoder(**kwargs)  # type: ignore[arg-type]
+register("cnn_autoencoder", min_input=16)(CNNAutoencoder)

@@ -1,4 +1,4 @@
-"""Export a trained torch model to a model package: ``model.onnx`` + ``card.json`` (see :mod:`ferkit.models.package`).
+"""Export a trained torch model to a model package: ``model.onnx`` + ``card.json`` (see :mod:`ferkit.packages`).
 
 The graph takes ``input`` (N, C, H, W) float32 — N dynamic, C/H/W from the card — already normalised as the card
 says, and returns ``logits`` (N, classes); the runtime applies the softmax, so the graph stays a pure function of the
@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ferkit.io import atomic_write
-from ferkit.models.package import GRAPH_NAME, ModelCard, PackageError, write_card
+from ferkit.packages import GRAPH_NAME, ModelCard, PackageError, write_card
 
 OPSET = 18
 

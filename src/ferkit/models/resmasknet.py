@@ -156,6 +156,4 @@ class ResMaskNet(nn.Module):
         return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
 
 
-@register("resmasknet", min_input=32)
-def _resmasknet(**kwargs: object) -> nn.Module:
-    return ResMaskNet(**kwargs)  # type: ignore[arg-type]
+register("resmasknet", min_input=32)(ResMaskNet)

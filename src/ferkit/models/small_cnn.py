@@ -53,6 +53,4 @@ class SmallCNN(nn.Module):
         return {"blocks": r"^features\.(\d+)"}
 
 
-@register("small_cnn", min_input=20)
-def _small_cnn(**kwargs: object) -> nn.Module:
-    return SmallCNN(**kwargs)  # type: ignore[arg-type]
+register("small_cnn", min_input=20)(SmallCNN)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
 import torch
 from torch import nn
@@ -113,13 +113,18 @@ class BackboneWithHead(nn.Module):
 
 def build_timm(timm_name: str, num_classes: int, in_chans: int = 1, input_size: int = 48, head: str = "linear",
                head_widths: Sequence[int] = SEED000_WIDTHS, head_dropout: float = SEED000_DROPOUT,
-               pretrained_path: str | None = None, **timm_kwargs: Any) -> nn.Module:
+               pretrained_path: str | None = None, drop_rate: float | None = None,
+               drop_path_rate: float | None = None) -> nn.Module:
     """Build ``timm_name`` with ``head`` (``linear`` or ``seed000``), optionally loading a local backbone file.
 
-    ``timm_kwargs`` go to ``timm.create_model`` (e.g. ``drop_rate``, ``drop_path_rate``). ``input_size`` only
-    matters for the registry's minimum-size check: these networks end in global pooling and accept any size.
+    ``drop_rate`` and ``drop_path_rate`` go to ``timm.create_model`` when set (named here, not passed through as
+    ``**kwargs``, so a misspelt recipe argument is caught by :func:`ferkit.models.registry.check_args`).
+    ``input_size`` only matters for the registry's minimum-size check: these networks end in global pooling and
+    accept any size.
     """
     import timm
+
+    timm_kwargs = {k: v for k, v in (("drop_rate", drop_rate), ("drop_path_rate", drop_path_rate)) if v is not None}
 
     if head not in ("linear", "seed000"):
         raise ValueError(f"head must be 'linear' or 'seed000', not {head!r}")
@@ -141,12 +146,5 @@ def build_timm(timm_name: str, num_classes: int, in_chans: int = 1, input_size: 
     return model
 
 
-def _make_builder(entry: ZooEntry):
-    def build(**kwargs: Any) -> nn.Module:
-        return build_timm(entry.timm_name, **kwargs)
-    build.__doc__ = f"timm ``{entry.timm_name}`` (min input {entry.min_input} px); see :func:`build_timm`."
-    return build
-
-
 for _name, _entry in ZOO.items():
-    register(_name, min_input=_entry.min_input)(_make_builder(_entry))
+    register(_name, min_input=_entry.min_input)(partial(build_timm, _entry.timm_name))

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ferkit.models.registry import register
+
 
 def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
@@ -65,3 +67,6 @@ class FerVGG(nn.Module):
             parts = name.split(".")
             return int(parts[1]) // per_stage if parts[0] == "features" else 1 << 20
         return stage_of
+
+
+register("fervgg", min_input=16)(FerVGG)

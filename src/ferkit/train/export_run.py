@@ -16,8 +16,8 @@ from typing import Any
 from ferkit import __version__
 from ferkit.io import colour_mode
 from ferkit.labels import space
-from ferkit.models.package import ModelCard, read_card, write_card
-from ferkit.models.quantize import quantize_package
+from ferkit.packages import ModelCard, read_card, write_card
+from ferkit.packages.quantize import quantize_package
 from ferkit.train.loop import NORM_MEAN, NORM_STD, RunPaths, load_run_model
 
 

@@ -44,7 +44,7 @@ def finish_run(run: Path, model: torch.nn.Module, cfg, val, device: str, command
     from safetensors.torch import load_file
 
     from ferkit.evaluate import metrics_report, save_confusion_plots
-    from ferkit.models.package import write_card
+    from ferkit.packages import write_card
     from ferkit.train.export_run import run_card
     from ferkit.train.loop import RunPaths, load_split, predict_logits
 

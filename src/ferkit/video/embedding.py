@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ferkit.errors import UserInputError, missing_extra
-from ferkit.models.package import GRAPH_NAME
+from ferkit.packages import GRAPH_NAME
 
 PASS_THROUGH = {"QuantizeLinear", "DequantizeLinear", "Identity", "Softmax", "Cast", "Add"}
 LINEAR = {"Gemm", "MatMul"}

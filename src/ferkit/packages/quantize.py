@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.io import atomic_write
-from ferkit.models.package import GRAPH_NAME, read_card, write_card
+from ferkit.packages import GRAPH_NAME, read_card, write_card
 from ferkit.runtime import ModelRuntime
 
 

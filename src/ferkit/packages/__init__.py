@@ -1,0 +1,20 @@
+"""Model packages, the torch-free run-time side: an ONNX graph plus the card that says how to feed it.
+
+Everything here runs with the core install (no torch), which is why packages live apart from
+:mod:`ferkit.models` (architectures, the training side).
+"""
+
+from ferkit.packages.package import (
+    CARD_NAME,
+    GRAPH_NAME,
+    WEIGHTS_DIR,
+    ModelCard,
+    PackageError,
+    read_card,
+    resolve_package,
+    shipped_models,
+    write_card,
+)
+
+__all__ = ["CARD_NAME", "GRAPH_NAME", "WEIGHTS_DIR", "ModelCard", "PackageError", "read_card", "resolve_package",
+           "shipped_models", "write_card"]
