@@ -14,6 +14,7 @@ import pytest
 
 from ferkit.data import decode, open_dataset
 from ferkit.data.stats import dataset_stats
+from tests.conftest import PHOTOS, need
 
 FER2013_ORDER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
@@ -86,3 +87,78 @@ def test_fer2013_csv_bad_rows_reach_training_and_evaluation_reports(tmp_path, sm
     assert {p.source for p in data.problems} == {f"{path}:{len(good) + 2}", f"{path}:{len(good) + 3}"}
     report = evaluate_dataset(path)
     assert report["n"] == len(good) and report["skipped"]["unreadable"] == 2 and len(report["problems"]) == 2
+
+
+# ---- model packages: checked when the package loads, one line each ----
+
+def broken_package(tmp_path: Path, name: str, graph=None, card=None) -> Path:
+    """A copy of the shipped default package with its graph bytes and/or card JSON replaced by a function of them."""
+    import json
+    import shutil
+
+    from ferkit.packages import WEIGHTS_DIR
+
+    folder = tmp_path / name
+    shutil.copytree(WEIGHTS_DIR / "default", folder)
+    if graph is not None:
+        (folder / "model.onnx").write_bytes(graph((folder / "model.onnx").read_bytes()))
+    if card is not None:
+        (folder / "card.json").write_text(json.dumps(card(json.loads((folder / "card.json").read_text()))))
+    return folder
+
+
+def _set(**changes):
+    return lambda card: {**card, **changes}
+
+
+def _drop(key):
+    return lambda card: {k: v for k, v in card.items() if k != key}
+
+
+BROKEN_PACKAGES = {
+    "empty graph": ({"graph": lambda b: b""}, "graph file is empty"),
+    "truncated graph": ({"graph": lambda b: b[:len(b) // 2]}, "not a readable ONNX graph, truncated or corrupt"),
+    "corrupt graph": ({"graph": lambda b: b[:16] + bytes(4096) + b[16 + 4096:]},
+                      "not a readable ONNX graph, truncated or corrupt"),
+    "card input size": ({"card": _set(input_size=64)}, r"card says 1 channel\(s\) of 64x64, but the graph's input"),
+    "card channels": ({"card": _set(channels=3)}, r"card says 3 channel\(s\) of 48x48, but the graph's input"),
+    "card std 0": ({"card": _set(std=0)}, "std must be > 0"),
+    "card std text": ({"card": _set(std="0.5")}, "std must be a number"),
+    "card is a list": ({"card": lambda card: [card]}, "a model card is a JSON object"),
+    "card is a number": ({"card": lambda card: 7}, "a model card is a JSON object"),
+    "card without labels": ({"card": _drop("labels")}, "model card has no labels"),
+    "labels count": ({"card": lambda card: {**card, "labels": card["labels"][:6]}},
+                     "graph has 7 outputs but the card lists 6 labels"),
+    "labels not a list": ({"card": _set(labels="happy")}, "labels must be a non-empty list"),
+    "card not json": ({"card": None, "raw_card": "{\"name\": \"default\", "}, "unreadable model card"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_PACKAGES))
+def test_broken_model_package_is_one_clear_line_at_load(tmp_path, case):
+    from ferkit.packages import PackageError
+    from ferkit.runtime import ModelRuntime
+
+    spec, message = BROKEN_PACKAGES[case]
+    folder = broken_package(tmp_path, "pkg", spec.get("graph"), spec.get("card"))
+    if "raw_card" in spec:
+        (folder / "card.json").write_text(spec["raw_card"])
+    with pytest.raises(PackageError, match=message) as info:
+        ModelRuntime(folder)
+    assert "\n" not in str(info.value)
+
+
+def test_the_intact_copy_loads_and_a_broken_package_fails_in_the_cli_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from ferkit.runtime import ModelRuntime
+
+    intact = broken_package(tmp_path, "intact")
+    assert ModelRuntime(intact).labels  # the copy itself is fine: the cases above fail for their one change
+    folder = broken_package(tmp_path, "pkg", card=_set(std=0))
+    photo = sorted(need(PHOTOS).glob("*.jpg"))
+    proc = subprocess.run([sys.executable, "-m", "ferkit.cli", "analyze", str(photo[0]), "--model", str(folder),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "std must be > 0" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -12,9 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ortstate
 
 from ferkit.faces.enhance import apply_clahe
-from ferkit.packages import GRAPH_NAME, ModelCard, read_card, resolve_package
+from ferkit.packages import GRAPH_NAME, ModelCard, PackageError, read_card, resolve_package
 
 TTA_MODES = ("none", "flip")
 
@@ -23,6 +24,46 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+_ORT_LOAD_ERRORS = (ortstate.Fail, ortstate.InvalidArgument, ortstate.InvalidGraph, ortstate.InvalidProtobuf,
+                    ortstate.NoModel, ortstate.NoSuchFile, ortstate.NotImplemented, ortstate.RuntimeException)
+"""What ONNX Runtime raises for a graph file it cannot load (its exception types derive from Exception only)."""
+
+
+def open_session(folder: Path, card: ModelCard, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session for a package's graph, checked against its card when the package loads.
+
+    Why here and not at the first batch: an empty, truncated or corrupt ``model.onnx``, or a card whose input size,
+    channels or label count disagree with the graph, would otherwise fail deep inside ONNX Runtime on the first
+    image (or, for a label count, mislabel every face), so each is one PackageError line naming the file.
+    """
+    graph = folder / GRAPH_NAME
+    if graph.stat().st_size == 0:
+        raise PackageError(f"{graph}: the graph file is empty; re-export the package (ferkit export) or copy it again")
+    try:
+        session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    except _ORT_LOAD_ERRORS as exc:
+        reason = str(exc).split("failed:", 1)[-1].strip().splitlines()[0]
+        raise PackageError(f"{graph}: not a readable ONNX graph, truncated or corrupt ({reason}); re-export the "
+                           f"package (ferkit export) or copy it again") from None
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        raise PackageError(f"{graph}: expected one input of shape (N, C, H, W), the graph has "
+                           f"{[tuple(i.shape) for i in inputs]}")
+    _, channels, height, width = inputs[0].shape
+    expected = {"channels": (channels, card.channels), "height": (height, card.input_size),
+                "width": (width, card.input_size)}
+    for what, (got, want) in expected.items():
+        if isinstance(got, int) and got != want:
+            raise PackageError(f"{folder}: the card says {card.channels} channel(s) of {card.input_size}x"
+                               f"{card.input_size}, but the graph's input is {tuple(inputs[0].shape)} ({what} {got}); "
+                               f"fix card.json or re-export the package")
+    out_dim = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+    if isinstance(out_dim, int) and out_dim != len(card.labels):
+        raise PackageError(f"{folder}: graph has {out_dim} outputs but the card lists {len(card.labels)} labels "
+                           f"({', '.join(card.labels)}); fix card.json or re-export the package")
+    return session
 
 
 class ModelRuntime:
@@ -44,11 +85,8 @@ class ModelRuntime:
         if threads:
             options.intra_op_num_threads = threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.folder / GRAPH_NAME), options, providers=["CPUExecutionProvider"])
+        self.session = open_session(self.folder, self.card, options)
         self.input_name = self.session.get_inputs()[0].name
-        out_dim = self.session.get_outputs()[0].shape[-1]
-        if isinstance(out_dim, int) and out_dim != len(self.card.labels):
-            raise ValueError(f"{self.folder}: graph has {out_dim} outputs but the card lists {len(self.card.labels)} labels")
 
     @property
     def labels(self) -> list[str]:

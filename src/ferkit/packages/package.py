@@ -9,6 +9,7 @@ metrics with the command that measured them. A package is a folder ``<name>/`` h
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,19 +48,42 @@ class ModelCard:
     ferkit_version: str = ""
 
     def __post_init__(self) -> None:
+        where = f"model card {self.name!r}"
+        if not isinstance(self.labels, list) or not self.labels or not all(isinstance(x, str) for x in self.labels):
+            raise PackageError(f"{where}: labels must be a non-empty list of emotion names, not {self.labels!r}")
         self.labels = [canonical(lab) for lab in self.labels]
         if len(set(self.labels)) != len(self.labels):
-            raise PackageError(f"model card {self.name!r}: duplicate labels {self.labels}")
-        if self.channels not in (1, 3):
-            raise PackageError(f"model card {self.name!r}: channels must be 1 or 3, not {self.channels}")
+            raise PackageError(f"{where}: duplicate labels {self.labels}")
+        if self.channels not in (1, 3) or isinstance(self.channels, bool):
+            raise PackageError(f"{where}: channels must be 1 or 3, not {self.channels!r}")
+        if not _is_int(self.input_size) or self.input_size < 1:
+            raise PackageError(f"{where}: input_size must be a positive whole number of pixels, not {self.input_size!r}")
+        for key in ("mean", "std", "crop_margin"):
+            value = getattr(self, key)
+            if not _is_number(value) or not math.isfinite(value):
+                raise PackageError(f"{where}: {key} must be a number, not {value!r}")
+        if self.std <= 0:
+            raise PackageError(f"{where}: std must be > 0 (inputs are divided by it), not {self.std!r}")
+        for key in ("align", "clahe"):
+            if not isinstance(getattr(self, key), bool):
+                raise PackageError(f"{where}: {key} must be true or false, not {getattr(self, key)!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ModelCard:
+        """A card from parsed JSON; keys this ferkit does not know (written by a newer one) are ignored."""
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def write_card(folder: str | os.PathLike, card: ModelCard) -> Path:
@@ -68,13 +92,24 @@ def write_card(folder: str | os.PathLike, card: ModelCard) -> Path:
 
 
 def read_card(folder: str | os.PathLike) -> ModelCard:
+    """The card of a package folder; PackageError (one line) for a missing, unparsable or inconsistent card."""
     path = Path(folder) / CARD_NAME
     try:
-        return ModelCard.from_dict(json.loads(path.read_text()))
+        raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise PackageError(f"{folder}: not a model package (no {CARD_NAME})") from None
-    except (json.JSONDecodeError, TypeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PackageError(f"{path}: unreadable model card ({exc})") from None
+    if not isinstance(raw, dict):
+        raise PackageError(f"{path}: a model card is a JSON object (name, labels, input_size, ...), "
+                           f"not a {type(raw).__name__}")
+    missing = [k for k in ("name", "labels") if k not in raw]
+    if missing:
+        raise PackageError(f"{path}: model card has no {' or '.join(missing)}")
+    try:
+        return ModelCard.from_dict(raw)
+    except PackageError as exc:
+        raise PackageError(f"{path}: {exc}") from None
 
 
 def shipped_models() -> list[str]:
