@@ -151,10 +151,10 @@ def test_phase_schema_is_typed_and_strict():
     assert [p.epochs for p in ok.phases] == [1, 1]
     bad = [
         ({"phases": [{"epochs": 2, "train": "head", "lr_typo": 1}]}, "lr_typo"),
-        ({"phases": [{"epochs": 2, "train": "backbone"}]}, "train must be one of"),
+        ({"phases": [{"epochs": 2, "train": "backbone"}]}, r"phases\[0\]\.train: input should be 'head', 'all' or"),
         ({"phases": [{"epochs": 2, "train": "last_n"}]}, "last_n >= 1"),
         ({"phases": [{"epochs": 2, "train": "all", "last_n": 2}]}, "only applies"),
-        ({"phases": [{"epochs": 0}]}, "positive"),
+        ({"phases": [{"epochs": 0}]}, r"phases\[0\]\.epochs: input should be greater than or equal to 1"),
         ({"epochs": 3, "phases": [{"epochs": 2}]}, "per phase"),
         ({"monitor": "acc"}, "monitor"),
         ({"data": {**base["data"], "limit": 0}}, "limit"),
@@ -168,7 +168,7 @@ def test_phase_schema_is_typed_and_strict():
 @pytest.mark.parametrize("arch", ["fervgg", "resnet18", "mobilenetv2"])
 def test_head_phase_freezes_backbone_then_last_n_trains_only_the_last_blocks(tmp_path, small_fer_tree, arch):
     from ferkit.train.freeze import head_and_blocks
-    from ferkit.train.loop import build_from_config
+    from ferkit.train.run import build_from_config
 
     raw = phased_recipe(small_fer_tree, small_fer_tree, [{"epochs": 1, "train": "head", "lr": 0.05},
                                                          {"epochs": 1, "train": "last_n", "last_n": 2, "lr": 0.05}],
@@ -311,7 +311,7 @@ def test_cli_limit_is_recorded_in_the_run_recipe(tmp_path, small_fer_tree):
 def test_load_run_model_does_not_reread_pretrained_path(tmp_path):
     from safetensors.torch import save_file
 
-    from ferkit.train.loop import build_from_config, load_run_model
+    from ferkit.train.run import build_from_config, load_run_model
 
     backbone = tmp_path / "imagenet_resnet18.safetensors"
     import timm
@@ -362,3 +362,62 @@ def test_clahe_recipe_trains_on_clahe_images_and_the_package_applies_it(tmp_path
     assert np.allclose(rt.preprocess([crop])[0, 0], (expected - 0.5) / 0.5)
     rt.card.clahe = False
     assert not np.allclose(rt.preprocess([crop])[0, 0], (expected - 0.5) / 0.5)
+
+
+# ---- resume refuses what it cannot resume exactly ----
+
+def test_resume_with_no_run_refuses_and_a_run_stopped_before_its_first_checkpoint_starts_again(tmp_path,
+                                                                                               small_fer_tree):
+    from ferkit.train.run import RunError
+
+    cfg = config_from_dict(tiny_recipe(small_fer_tree, small_fer_tree, epochs=1))
+    empty = tmp_path / "empty"
+    with pytest.raises(RunError, match="no run to resume"):
+        fit(cfg, empty, resume=True, progress=False)
+    assert not empty.exists()  # the refusal leaves nothing behind
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(small_fer_tree, small_fer_tree, epochs=1)))
+    proc = subprocess.run([sys.executable, "-m", "ferkit.cli", "train", str(recipe), "--resume", "--out",
+                           str(tmp_path / "cli")], capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stderr.strip().endswith("drop --resume to start one")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+    started = tmp_path / "started"  # killed during epoch 1: a recipe, no checkpoint yet
+    fit(cfg, started, progress=False, stop_after_epochs=0)
+    assert (started / "recipe.yaml").exists() and not (started / "train_state.pt").exists()
+    assert fit(cfg, started, resume=True, progress=False)["epochs_done"] == 1
+
+
+def test_a_checkpoint_torn_between_weights_and_state_is_refused(tmp_path, small_fer_tree):
+    import shutil
+
+    from ferkit.train.run import RunError
+
+    raw = tiny_recipe(small_fer_tree, small_fer_tree, epochs=3)
+    cfg = config_from_dict(raw)
+    run = tmp_path / "run"
+    fit(cfg, run, progress=False, stop_after_epochs=1)
+    shutil.copy(run / "train_state.pt", tmp_path / "state_epoch1.pt")
+    fit(cfg, run, resume=True, progress=False, stop_after_epochs=2)
+    # A kill after epoch 2's weights were written but before its state was: epoch-2 weights, epoch-1 state.
+    shutil.copy(tmp_path / "state_epoch1.pt", run / "train_state.pt")
+    with pytest.raises(RunError, match="torn checkpoint: last.safetensors is from epoch 2 but train_state.pt from "
+                                       "epoch 1") as info:
+        fit(cfg, run, resume=True, progress=False)
+    assert "start it again without --resume" in str(info.value) and "\n" not in str(info.value)
+
+    # the same epoch on both sides but from another save (a rerun's weights copied in) is torn as well
+    other = tmp_path / "other"
+    fit(cfg, other, progress=False, stop_after_epochs=1)
+    shutil.copy(other / "last.safetensors", run / "last.safetensors")
+    with pytest.raises(RunError, match="torn checkpoint"):
+        fit(cfg, run, resume=True, progress=False)
+
+    # a truncated state file or missing weights: one line each, never a traceback
+    (run / "train_state.pt").write_bytes((tmp_path / "state_epoch1.pt").read_bytes()[:200])
+    with pytest.raises(RunError, match="unreadable training state"):
+        fit(cfg, run, resume=True, progress=False)
+    shutil.copy(tmp_path / "state_epoch1.pt", run / "train_state.pt")
+    (run / "last.safetensors").unlink()
+    with pytest.raises(RunError, match="has no last.safetensors"):
+        fit(cfg, run, resume=True, progress=False)

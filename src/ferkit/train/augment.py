@@ -9,25 +9,36 @@ augmentation is reproducible from (seed, epoch) alone, which is what makes resum
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic.dataclasses import dataclass
+
+from ferkit.train.schema import RECIPE, Fraction, NonNeg, Positive
 
 
-@dataclass
+@dataclass(config=RECIPE)
 class AugmentConfig:
-    hflip: float = 0.5
-    rotate_deg: float = 15.0
-    scale: tuple[float, float] = (0.9, 1.1)
-    shift: float = 0.1
-    erase_p: float = 0.5
-    erase_area: tuple[float, float] = (0.02, 0.2)
-    brightness: float = 0.2
-    contrast: float = 0.2
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
+    """The ``augment`` section of a recipe: probabilities (``hflip``, ``erase_p``) within [0, 1], ranges as
+    [low, high] pairs (``scale`` > 0, ``erase_area`` within [0, 1])."""
+
+    hflip: Fraction = 0.5
+    rotate_deg: NonNeg = 15.0
+    scale: tuple[Positive, Positive] = (0.9, 1.1)
+    shift: Fraction = 0.1
+    erase_p: Fraction = 0.5
+    erase_area: tuple[Fraction, Fraction] = (0.02, 0.2)
+    brightness: Fraction = 0.2
+    contrast: Fraction = 0.2
+    mixup_alpha: NonNeg = 0.0
+    cutmix_alpha: NonNeg = 0.0
+
+    def __post_init__(self) -> None:
+        for key in ("scale", "erase_area"):
+            low, high = getattr(self, key)
+            if low > high:
+                raise ValueError(f"{key} is a [low, high] range, got [{low}, {high}]")
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:

@@ -1,94 +1,136 @@
-"""Training recipes: YAML files parsed into typed dataclasses, with unknown keys rejected.
+"""Training recipes: YAML files parsed into typed, validated dataclasses (pydantic), with unknown keys rejected.
 
-A typo in a recipe ("lr_shedule") must fail at load, not silently train with a default for hours.
+A typo in a recipe ("lr_shedule") must fail at load, not silently train with a default for hours; so must a value of
+the wrong type or out of range (``lr: fast``, ``batch_size: "32"``, ``batch_size: 0``, ``hflip: yes``) and an
+argument the architecture does not take. Each is one :class:`ConfigError` line naming the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import typing
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import ValidationError, field_validator
+from pydantic.dataclasses import dataclass
 
-from ferkit.train.augment import AugmentConfig
 from ferkit.errors import UserInputError
+from ferkit.train.augment import AugmentConfig
+from ferkit.train.schema import RECIPE, Count, Flag, Fraction, NonNeg, NonNegInt, Positive, Seed, Text
 
 
 class ConfigError(UserInputError):
     """A recipe that cannot be used, with the offending key."""
 
 
-@dataclass
+@dataclass(config=RECIPE)
 class DataSource:
     """One dataset path and the split to take from it (None = all of it)."""
 
-    path: str
-    split: str | None = None
+    path: Text
+    split: Text | None = None
+
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, split: str | None) -> str | None:
+        from ferkit.data.samples import canonical_split
+
+        if split is not None:
+            canonical_split(split)  # raises ValueError naming the known splits
+        return split
 
 
-@dataclass
+def _sources(value: Any) -> Any:
+    """A source may be written as a path, a {path, split} mapping, or a list of either."""
+    items = value if isinstance(value, list) else [value]
+    return [{"path": v} if isinstance(v, str) else v for v in items]
+
+
+@dataclass(config=RECIPE)
 class DataConfig:
     train: list[DataSource]
     val: list[DataSource]
     test: list[DataSource] = field(default_factory=list)
-    labels: str | list[str] = "fer2013"
-    size: int = 48
-    channels: int = 1
-    ferplus_mode: str = "majority"
-    soft_labels: bool = False
-    clahe: bool = False
+    labels: Text | list[Text] = "fer2013"
+    size: Count = 48
+    channels: Literal[1, 3] = 1
+    ferplus_mode: Literal["majority", "plurality", "soft"] = "majority"
+    soft_labels: Flag = False
+    clahe: Flag = False
     """Apply CLAHE (:func:`ferkit.faces.enhance.apply_clahe`) to every train/val image after resizing to ``size``;
     the exported card then tells the runtime to do the same to every crop (seed 003)."""
-    limit: int | None = None
+    limit: Count | None = None
     """Keep only the first N training samples of each train source after a shuffle seeded by ``seed`` (smoke runs,
     learning curves; ``ferkit train --limit N``)."""
-    val_limit: int | None = None
+    val_limit: Count | None = None
     """The same for each validation and test source (``ferkit train --val-limit N``), which score the run."""
 
-    def __post_init__(self) -> None:
-        for key in ("limit", "val_limit"):
-            value = getattr(self, key)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{key} must be a positive number of samples, not {value!r}")
+    @field_validator("train", "val", "test", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return _sources(value)
+
+    @field_validator("train", "val")
+    @classmethod
+    def _not_empty(cls, sources: list[DataSource]) -> list[DataSource]:
+        if not sources:
+            raise ValueError("needs at least one data source")
+        return sources
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, labels: str | list[str]) -> str | list[str]:
+        from ferkit.labels import space
+
+        space(labels)  # raises ValueError naming the known label spaces / emotions
+        return labels
 
 
-@dataclass
+@dataclass(config=RECIPE)
 class ModelConfig:
-    arch: str = "fervgg"
+    """An architecture from :mod:`ferkit.models` and the arguments its builder takes (checked by name)."""
+
+    arch: Text = "fervgg"
     args: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        from ferkit.models import check_args
 
-@dataclass
+        check_args(self.arch, self.args)
+
+
+Schedule = Literal["onecycle", "cosine", "plateau", "none", "constant"]
+
+
+@dataclass(config=RECIPE)
 class OptimConfig:
-    name: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    sam_rho: float = 0.05
+    name: Literal["sgd", "adam", "adamw", "rmsprop", "sam", "sam-sgd", "sam-adam", "sam-adamw"] = "sgd"
+    lr: NonNeg = 0.01
+    momentum: Fraction = 0.9
+    nesterov: Flag = True
+    weight_decay: NonNeg = 5e-4
+    sam_rho: Positive = 0.05
 
 
-@dataclass
+@dataclass(config=RECIPE)
 class ScheduleConfig:
-    name: str = "onecycle"
-    pct_start: float = 0.2
-    plateau_factor: float = 0.5
-    plateau_patience: int = 5
-    min_lr: float = 1e-6
+    name: Schedule = "onecycle"
+    pct_start: Fraction = 0.2
+    plateau_factor: Fraction = 0.5
+    plateau_patience: NonNegInt = 5
+    min_lr: NonNeg = 1e-6
 
 
-@dataclass
+@dataclass(config=RECIPE)
 class LossConfig:
-    label_smoothing: float = 0.0
-    class_weights: str | None = None
+    label_smoothing: Fraction = 0.0
+    class_weights: Literal["seed003", "seed004"] | None = None
 
 
-PHASE_TRAIN = ("head", "all", "last_n")
-
-
-@dataclass
+@dataclass(config=RECIPE)
 class PhaseConfig:
     """One stage of a multi-phase recipe (transfer learning: seeds 000, 003, 004).
 
@@ -101,64 +143,51 @@ class PhaseConfig:
     off for this phase.
     """
 
-    epochs: int
-    train: str = "all"
-    last_n: int = 0
-    lr: float | None = None
-    schedule: str | None = None
-    early_stopping_patience: int | None = None
+    epochs: Count
+    train: Literal["head", "all", "last_n"] = "all"
+    last_n: NonNegInt = 0
+    lr: NonNeg | None = None
+    schedule: Schedule | None = None
+    early_stopping_patience: NonNegInt | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"phase epochs must be a positive integer, not {self.epochs!r}")
-        if self.train not in PHASE_TRAIN:
-            raise ConfigError(f"phase train must be one of {list(PHASE_TRAIN)}, not {self.train!r}")
-        if self.train == "last_n" and (not isinstance(self.last_n, int) or self.last_n < 1):
+        if self.train == "last_n" and self.last_n < 1:
             raise ConfigError(f"phase train: last_n needs last_n >= 1 (blocks to unfreeze), got {self.last_n!r}")
         if self.train != "last_n" and self.last_n:
             raise ConfigError(f"phase last_n: {self.last_n} only applies with train: last_n (got train: {self.train})")
 
 
-@dataclass
+@dataclass(config=RECIPE)
 class DistillConfig:
     """Knowledge distillation (:mod:`ferkit.train.distill`): the training target of each image becomes
     ``weight * teacher + (1 - weight) * label``, where ``teacher`` is a model package's probabilities at
     ``temperature`` (averaged over the image and its mirror with ``flip``)."""
 
-    teacher: str
-    weight: float = 0.5
-    temperature: float = 2.0
-    flip: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.weight <= 1.0:
-            raise ConfigError(f"distill weight must be within [0, 1], not {self.weight!r}")
-        if self.temperature <= 0:
-            raise ConfigError(f"distill temperature must be > 0, not {self.temperature!r}")
+    teacher: Text
+    weight: Fraction = 0.5
+    temperature: Positive = 2.0
+    flip: Flag = True
 
 
-MONITORS = ("accuracy", "macro_f1", "loss")
-
-
-@dataclass
+@dataclass(config=RECIPE)
 class TrainConfig:
-    name: str
+    name: Text
     data: DataConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    epochs: int | None = None
+    epochs: Count | None = None
     """Epochs of a single-phase recipe (default 30); leave unset when ``phases`` is given."""
     phases: list[PhaseConfig] = field(default_factory=list)
-    batch_size: int = 128
-    seed: int = 0
-    precision: str = "bf16"
-    monitor: str = "accuracy"
-    early_stopping_patience: int | None = None
-    eval_batch_size: int = 512
-    init: str | None = None
+    batch_size: Count = 128
+    seed: Seed = 0
+    precision: Literal["bf16", "fp32"] = "bf16"
+    monitor: Literal["accuracy", "macro_f1", "loss"] = "accuracy"
+    early_stopping_patience: NonNegInt | None = None
+    eval_batch_size: Count = 512
+    init: Text | None = None
     """Start from these weights instead of a random init: a run folder (its best weights) or a .safetensors file
     (warm restarts: a second schedule on a trained model). A resumed run loads its own checkpoint instead."""
     distill: DistillConfig | None = None
@@ -168,8 +197,6 @@ class TrainConfig:
             raise ConfigError("give epochs per phase, not a top-level epochs, when phases are set")
         if not self.phases and self.epochs is None:
             self.epochs = 30
-        if self.monitor not in MONITORS:
-            raise ConfigError(f"monitor must be one of {list(MONITORS)}, not {self.monitor!r}")
 
     def run_phases(self) -> list[PhaseConfig]:
         """The phases this recipe trains: ``phases``, or one phase of ``epochs`` training everything."""
@@ -191,61 +218,71 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def config_from_dict(raw: Any, where: str = "recipe") -> TrainConfig:
+    """A validated recipe from parsed YAML; ConfigError (one line: where, the field, what is wrong) otherwise."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(raw) - set(fields)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(fields)}")
-    values: dict[str, Any] = {}
-    for name, value in raw.items():
-        sub = _NESTED.get((cls, name))
-        if sub is PhaseConfig:
-            if not isinstance(value, list):
-                raise ConfigError(f"{where}.{name}: expected a list of phases")
-            values[name] = [_build(PhaseConfig, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
-        elif sub is DataSource:
-            items = value if isinstance(value, list) else [value]
-            values[name] = [DataSource(path=v) if isinstance(v, str) else _build(DataSource, v, f"{where}.{name}")
-                            for v in items]
-        elif sub is not None:  # a null section (``distill: null`` in a saved recipe) means "not set"
-            values[name] = None if value is None else _build(sub, value, f"{where}.{name}")
-        elif isinstance(value, list) and name in ("scale", "erase_area"):
-            values[name] = tuple(value)
-        else:
-            values[name] = value
+        raise ConfigError(f"{where}: a recipe is a mapping (name, data, model, ...), not {type(raw).__name__}")
     try:
-        return cls(**values)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        return TrainConfig(**raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_describe(exc)}") from None
+    except TypeError as exc:  # a top-level key the dataclass does not have, or a required one missing
+        raise ConfigError(f"{where}: {exc}; allowed: {', '.join(f.name for f in dataclasses.fields(TrainConfig))}") \
+            from None
 
 
-_NESTED: dict[tuple[type, str], type] = {
-    (TrainConfig, "data"): DataConfig,
-    (TrainConfig, "model"): ModelConfig,
-    (TrainConfig, "optim"): OptimConfig,
-    (TrainConfig, "schedule"): ScheduleConfig,
-    (TrainConfig, "loss"): LossConfig,
-    (TrainConfig, "augment"): AugmentConfig,
-    (TrainConfig, "phases"): PhaseConfig,
-    (TrainConfig, "distill"): DistillConfig,
-    (DataConfig, "train"): DataSource,
-    (DataConfig, "val"): DataSource,
-    (DataConfig, "test"): DataSource,
-}
+def _describe(exc: ValidationError) -> str:
+    """The first validation error as 'field.path: what is wrong (got VALUE)', plus how many more there are."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")
+    value = err.get("input")
+    if err["type"] == "unexpected_keyword_argument":
+        allowed = _fields_at(err["loc"][:-1])
+        text = f"unknown key{'; allowed: ' + ', '.join(allowed) if allowed else ''}"
+    elif err["type"] == "missing_keyword_argument" or err["type"] == "missing":
+        text = "missing (required)"
+    elif err["type"] == "value_error":
+        text = err["msg"].removeprefix("Value error, ")
+    else:
+        shown = repr(value)
+        text = f"{err['msg'][0].lower()}{err['msg'][1:]} (got {shown if len(shown) <= 60 else shown[:57] + '...'})"
+        if isinstance(value, str) and _looks_numeric(value):
+            text += "; numbers go without quotes" + (" and YAML needs a dot in 1.0e-3" if "e" in value.lower() else "")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return (f"{loc}: {text}" if loc else text).replace("\n", " ") + more
 
 
-def config_from_dict(raw: dict[str, Any], where: str = "recipe") -> TrainConfig:
-    return _build(TrainConfig, raw, where)
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Names of the keys allowed in the recipe section at ``loc`` (for 'unknown key' messages)."""
+    cls: Any = TrainConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        hint = typing.get_type_hints(cls).get(part)
+        cls = next((t for t in _flatten(hint) if dataclasses.is_dataclass(t)), None)
+        if cls is None:
+            return []
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _flatten(hint: Any) -> list[Any]:
+    args = typing.get_args(hint)
+    return [hint] if not args else [t for a in args for t in _flatten(a)]
 
 
 def load_config(path: str | Path) -> TrainConfig:
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read recipe ({str(exc).splitlines()[0]})") from None
     return config_from_dict(raw, str(path))

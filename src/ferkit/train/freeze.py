@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ferkit.train.config import PhaseConfig
+from ferkit.train.config import ConfigError, PhaseConfig
 
 
 def head_module(model: nn.Module) -> nn.Module:
@@ -118,7 +118,7 @@ def trainable_names(model: nn.Module, phase: PhaseConfig) -> set[str]:
     names = set(head)
     if phase.train == "last_n":
         if phase.last_n > len(blocks):
-            raise ValueError(f"phase asks for the last {phase.last_n} blocks but {type(model).__name__} has only "
+            raise ConfigError(f"phase asks for the last {phase.last_n} blocks but {type(model).__name__} has only "
                              f"{len(blocks)}; use train: all")
         for block in blocks[len(blocks) - phase.last_n:]:
             names.update(block)

@@ -12,7 +12,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ferkit.io import atomic_write
+from ferkit.io import atomic_write, atomic_write_csv
+from ferkit.packages import write_card
+from ferkit.train.card import run_card
+from ferkit.train.run import RunPaths, load_split, load_weights, predict_logits
+
+METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "seconds",
+                 "phase"]
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """``metrics.csv``: one row per epoch (METRIC_FIELDS), rewritten atomically after every epoch."""
+    atomic_write_csv(path, METRIC_FIELDS, history)
 
 
 def save_curves(history: list[dict], path: Path) -> Path:
@@ -41,14 +52,9 @@ def save_curves(history: list[dict], path: Path) -> Path:
 def finish_run(run: Path, model: torch.nn.Module, cfg, val, device: str, command: str = "") -> dict:
     """Score the run's best weights on its validation and test data, write their confusion matrices
     (``<split>/confusion*.png``) and the run's ``card.json``; returns the card's metrics by split."""
-    from safetensors.torch import load_file
-
     from ferkit.evaluate import metrics_report, save_confusion_plots
-    from ferkit.packages import write_card
-    from ferkit.train.export_run import run_card
-    from ferkit.train.loop import RunPaths, load_split, predict_logits
 
-    model.load_state_dict(load_file(RunPaths(run).best_weights))
+    load_weights(model, RunPaths(run).best_weights)
     splits = {"validation": val}
     if cfg.data.test:
         splits["test"] = load_split(cfg, "test")
