@@ -162,3 +162,157 @@ def test_the_intact_copy_loads_and_a_broken_package_fails_in_the_cli_with_one_li
                            "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert proc.returncode == 1 and "std must be > 0" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+# ---- training recipes: every field type- and range-checked, one line naming it ----
+
+def shipped_recipe_with(tmp_path: Path, edit) -> Path:
+    """configs/default.yaml (the shipped model's recipe, as text) with one line edited by ``edit``."""
+    from tests.conftest import REPO
+
+    text = (REPO / "configs" / "default.yaml").read_text()
+    path = tmp_path / "recipe.yaml"
+    path.write_text(edit(text))
+    return path
+
+
+def _replace(old: str, new: str):
+    def edit(text: str) -> str:
+        assert old in text, old
+        return text.replace(old, new, 1)
+    return edit
+
+
+BAD_RECIPES = {
+    'lr "fast"': (_replace("lr: 0.05", "lr: fast"), r"optim\.lr: input should be a valid number \(got 'fast'\)"),
+    'batch_size "32"': (_replace("batch_size: 128", 'batch_size: "32"'),
+                        r"batch_size: input should be a valid integer \(got '32'\); numbers go without quotes"),
+    "batch_size 0": (_replace("batch_size: 128", "batch_size: 0"), r"batch_size: input should be greater than"),
+    "unknown architecture argument": (_replace("hidden: 256", "hiden: 256"),
+                                      r"architecture 'fervgg' takes no argument 'hiden'; its arguments: "),
+    'hflip "yes"': (_replace("hflip: 0.5", 'hflip: "yes"'), r"augment\.hflip: input should be a valid number"),
+    "hflip yes (YAML's true)": (_replace("hflip: 0.5", "hflip: yes"), r"augment\.hflip: .*\(got True\)"),
+    "hflip 2": (_replace("hflip: 0.5", "hflip: 2"), r"augment\.hflip: input should be less than or equal to 1"),
+    "lr 1e-3 (YAML text)": (_replace("lr: 0.05", "lr: 1e-3"), r"optim\.lr: .*YAML needs a dot in 1\.0e-3"),
+    "epochs -1": (_replace("epochs: 50", "epochs: -1"), r"epochs: input should be greater than or equal to 1"),
+    "unknown optimiser": (_replace("name: sgd", "name: adagrad"), r"optim\.name: input should be 'sgd'"),
+    "unknown key": (_replace("lr: 0.05", "lr: 0.05, lr_shedule: 3"),
+                    r"optim\.lr_shedule: unknown key; allowed: name, lr, momentum"),
+    "precision": (_replace("precision: bf16", "precision: fp16"), r"precision: input should be 'bf16' or 'fp32'"),
+    "not a mapping": (lambda text: "- just\n- a list\n", r"a recipe is a mapping"),
+    "not YAML": (lambda text: text + "\n  bad: [indent\n", r"cannot read recipe"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RECIPES))
+def test_bad_recipe_value_is_one_line_naming_the_field(tmp_path, case):
+    from ferkit.train.config import ConfigError, load_config
+
+    edit, message = BAD_RECIPES[case]
+    path = shipped_recipe_with(tmp_path, edit)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)
+
+
+def test_the_shipped_recipe_itself_loads_and_a_bad_one_fails_in_the_cli_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from ferkit.train.config import load_config
+
+    assert load_config(shipped_recipe_with(tmp_path, lambda text: text)).batch_size == 128
+    path = shipped_recipe_with(tmp_path, _replace("lr: 0.05", "lr: fast"))
+    proc = subprocess.run([sys.executable, "-m", "ferkit.cli", "train", str(path), "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "optim.lr" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+# ---- `ferkit export` of a broken run folder ----
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory) -> Path:
+    """A real one-epoch run on real FER2013 images (the module's broken runs are copies of it)."""
+    from ferkit.train.config import config_from_dict
+    from ferkit.train.loop import fit
+    from tests.conftest import FER2013
+    from tests.test_train import tiny_recipe
+
+    need(FER2013)
+    raw = tiny_recipe(FER2013, FER2013, "PublicTest", "PrivateTest", epochs=1)
+    raw["data"].update(limit=128, val_limit=64, size=32)
+    raw["model"]["args"] = {"widths": [8, 16, 16], "hidden": 16}
+    run = tmp_path_factory.mktemp("trained") / "run"
+    fit(config_from_dict(raw), run, progress=False)
+    return run
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _garble_header(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:8] + b"{not json" + data[17:])
+
+
+def _other_architecture(path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from ferkit.models import build_model
+
+    model = build_model("small_cnn", num_classes=7, in_chans=1, input_size=32)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def _recipe_edit(edit):
+    return lambda path: path.write_text(edit(path.read_text()))
+
+
+BROKEN_RUNS = {
+    "truncated weights": ("best.safetensors", _truncate, "unreadable weights, truncated or corrupt"),
+    "garbled weights": ("best.safetensors", _garble_header, "unreadable weights, truncated or corrupt"),
+    "empty weights": ("best.safetensors", lambda p: p.write_bytes(b""), "unreadable weights"),
+    "weights of another model": ("best.safetensors", _other_architecture, "these weights do not fit the recipe's model"),
+    "missing weights": ("best.safetensors", Path.unlink, "no such weights file"),
+    "recipe not YAML": ("recipe.yaml", _recipe_edit(lambda t: "name: [unclosed\n" + t), "cannot read recipe"),
+    "recipe lr fast": ("recipe.yaml", _recipe_edit(lambda t: t.replace("lr: 0.05", "lr: fast", 1)), r"optim\.lr"),
+    "recipe empty": ("recipe.yaml", lambda p: p.write_text(""), "a recipe is a mapping"),
+    "recipe missing": ("recipe.yaml", Path.unlink, "not a training run"),
+    "metrics missing": ("metrics.csv", Path.unlink, "metrics.csv: missing"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_RUNS))
+def test_export_of_a_broken_run_is_one_line(tmp_path, trained_run, case):
+    import shutil
+
+    from ferkit.errors import FerkitError
+    from ferkit.train.export_run import export_run
+
+    name, breaker, message = BROKEN_RUNS[case]
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    breaker(run / name)
+    with pytest.raises(FerkitError, match=message) as info:
+        export_run(run, tmp_path / "pkg", evaluate=False)
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_export_cli_of_a_run_with_corrupt_weights_prints_one_line(tmp_path, trained_run):
+    import shutil
+    import subprocess
+    import sys
+
+    from ferkit.train.export_run import export_run
+
+    export_run(trained_run, tmp_path / "intact", evaluate=False)  # the run itself exports
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    _truncate(run / "best.safetensors")
+    proc = subprocess.run([sys.executable, "-m", "ferkit.cli", "export", str(run), "--out", str(tmp_path / "pkg"),
+                           "--no-evaluate"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "unreadable weights" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
