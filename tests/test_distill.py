@@ -72,6 +72,8 @@ def test_init_starts_from_another_runs_weights(tmp_path, small_fer_tree):
     card = export_run(tmp_path / "b", tmp_path / "pkg", evaluate=False)
     assert card.training["init"]["run"] == str(tmp_path / "a") and card.training["init"]["epochs"] == 1
 
+    from ferkit.train.run import RunError
+
     raw["init"] = str(tmp_path / "missing")
-    with pytest.raises(FileNotFoundError, match="missing"):
+    with pytest.raises(RunError, match="missing"):
         fit(config_from_dict(raw), tmp_path / "c", progress=False)
