@@ -85,8 +85,11 @@ def test_fer2013_csv_bad_rows_reach_training_and_evaluation_reports(tmp_path, sm
     data = load_tensors([(str(path), None)], space("fer2013"), 48, 1)
     assert len(data) == len(good) and len(data.problems) == 2
     assert {p.source for p in data.problems} == {f"{path}:{len(good) + 2}", f"{path}:{len(good) + 3}"}
-    report = evaluate_dataset(path)
+    report = evaluate_dataset(path, split="all")
     assert report["n"] == len(good) and report["skipped"]["unreadable"] == 2 and len(report["problems"]) == 2
+    test_only = evaluate_dataset(path)  # the default: the test split, with the broken rows of that split
+    assert test_only["split"] == "PrivateTest" and test_only["n"] < len(good)
+    assert len(test_only["problems"]) == (usage == "PrivateTest") * 2
 
 
 # ---- model packages: checked when the package loads, one line each ----

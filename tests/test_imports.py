@@ -73,3 +73,9 @@ def test_registries_are_filled_by_their_package_and_the_runtime_needs_no_torch()
                          env={"PYTHONPATH": str(SRC), "PATH": ""}).stdout
     count, names = out.split(" ", 1)
     assert int(count) >= 29 and "dlib" in names and "haar" in names and "mediapipe_short" in names
+
+
+def test_library_code_logs_instead_of_tqdm_write():
+    offenders = [str(p.relative_to(REPO)) for p in (SRC / "ferkit").rglob("*.py")
+                 if p.name != "cli.py" and "tqdm.write" in p.read_text()]
+    assert offenders == []

@@ -201,7 +201,7 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
         present = ", ".join(s or "no split" for s in dataset.splits) or "none: no labelled images"
         raise UserInputError(f"{data}: no entries in split {split!r} (splits present: {present})")
     mode = colour_mode(runtime.card.channels) if recognizer is None else "rgb"
-    problems: list = dataset.problems(split)
+    problems: list = dataset.problems(None if split == "all" else split)
     truths: list[str] = []
     probs: list[np.ndarray] = []
     batch: list[np.ndarray] = []
