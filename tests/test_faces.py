@@ -187,13 +187,13 @@ def test_missing_package_gives_one_line_install_hint(monkeypatch):
     with pytest.raises(DetectorUnavailable) as exc:
         get_detector("dlib")
     msg = str(exc.value)
-    assert "\n" not in msg and "pip install" in msg and "dlib-bin" in msg
+    assert "\n" not in msg and 'pip install "ferkit[faces]"' in msg
     # auto falls back to the next installed backend; Haar ships with OpenCV, so auto always works
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     monkeypatch.setitem(sys.modules, "mediapipe.python", None)
     monkeypatch.setitem(sys.modules, "mediapipe.python.solutions", None)
     assert get_detector("auto").name == "haar"
-    with pytest.raises(DetectorUnavailable, match=r"pip install 'ferkit\[mediapipe\]'"):
+    with pytest.raises(DetectorUnavailable, match=r'pip install "ferkit\[mediapipe\]"'):
         get_detector("mediapipe")
 
 
