@@ -56,7 +56,7 @@ def test_recipe_runs(recipe, tmp_path):
                           check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     phases = len(raw.get("phases") or [None])
-    assert f"run {out}: {phases} epochs" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert f"run {out}: {phases} epoch{'s' if phases != 1 else ''}," in proc.stdout, proc.stdout + proc.stderr[-2000:]
     metrics = (out / "metrics.csv").read_text().splitlines()
     assert len(metrics) == phases + 1
     assert [r.split(",")[-1] for r in metrics[1:]] == [str(i + 1) for i in range(phases)]
