@@ -6,7 +6,7 @@
 The photos are tests/test_memory.py's: a shared photo enlarged 3x, pasted into a flat 16-bit gray 10000x9999 PNG
 (3.4 MB on disk, 100 M pixels once decoded), hard-linked N times into a folder (issue 8's case: sixteen of them
 took 9.3 GB in analyze, 14.4 GB with 4 workers). Each command runs in a subprocess; its peak RSS comes from
-``os.wait4`` (the kernel's high-water mark of resident memory, not a sample).
+``RUSAGE_CHILDREN`` of a small wrapper (tests/peak_rss.py; the kernel's high-water mark of resident memory, not a sample).
 
 - analyze: ``python -m ferkit.cli analyze FOLDER --out OUT --workers W`` (annotated images written), for every
   count x workers;
@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from tests.peak_rss import run_with_peak_rss  # noqa: E402
 from tests.test_memory import BOUND_MB, folder_of, make_large_png  # noqa: E402
 
 
@@ -43,14 +44,12 @@ def run(args: list[str], src: Path, log: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])))
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        status, peak_mb = run_with_peak_rss([sys.executable, "-m", "ferkit.cli", *args], env=env, stdout=out,
+                                            stderr=subprocess.STDOUT)
     seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}): {log.read_text()[-1000:]}")
-    return {"peak_mb": round(usage.ru_maxrss / 1024), "seconds": round(seconds, 1)}
+    if status != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({status}): {log.read_text()[-1000:]}")
+    return {"peak_mb": round(peak_mb), "seconds": round(seconds, 1)}
 
 
 def ints(text: str) -> list[int]:
@@ -101,7 +100,7 @@ def main() -> None:
     args.out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
     lines = ["## Peak memory on large photos", "",
              f"Measured with `{data['command']}`: each photo a {data['photo']} (100 M pixels decoded; issue 8's "
-             "case), N hard links to it in a folder; peak RSS of the whole `ferkit` process from `os.wait4`. "
+             "case), N hard links to it in a folder; peak RSS of the whole `ferkit` process (the kernel's high-water mark, via tests/peak_rss.py). "
              f"The documented bound is {BOUND_MB} MB for any number of photos (tests/test_memory.py checks it "
              "with 4 and 16 photos on every CI run). Before the fix, sixteen took 9.3 GB (14.4 GB with 4 workers).",
              "", "| command | code | photos | workers | peak RSS MB | seconds |", "|---|---|---:|---:|---:|---:|"]

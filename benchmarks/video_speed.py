@@ -15,7 +15,7 @@ frames / seconds spent in the stage. fer: benchmarks/fer_video_runner.py in fer'
 benchmarks/speed.py for how it is made), every frame and every --stride-th frame (fer's ``frequency``).
 
 Memory: `ferkit video` as a subprocess on the 720x480 clip looped to --short-seconds and to --long-seconds; peak RSS
-of the process from wait4. Then `python benchmarks/render.py`.
+of the process (tests/peak_rss.py). Then `python benchmarks/render.py`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+
+from tests.peak_rss import run_with_peak_rss  # noqa: E402
+
 SHARED = REPO.parent / "shared" / "data"
 CLIP = SHARED / "videos" / "huimiang__1543684773.avi"
 GROUP_PHOTO = SHARED / "photos" / "dlib__2008_001322.jpg"
@@ -116,16 +120,16 @@ def run_fer(python: str, clip: Path, threads: int, frequency: int) -> dict | Non
 
 
 def peak_rss_mb(cmd: list[str]) -> tuple[float, float]:
-    """(peak RSS in MB, wall seconds) of a subprocess."""
+    """(peak RSS in MB, wall seconds) of a subprocess (measured by tests/peak_rss.py, so this process's own size,
+    models and decoded frames included, does not leak into the child's number)."""
     t = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    stderr = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}: {stderr.decode()[-500:]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - t
+    with tempfile.TemporaryFile() as err:
+        status, peak = run_with_peak_rss(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+        err.seek(0)
+        if status != 0:
+            raise RuntimeError(f"{' '.join(cmd)} exited with {status}: {err.read().decode()[-500:]}")
+    return peak, time.perf_counter() - t
 
 
 def render(data: dict) -> str:

@@ -319,3 +319,4 @@ def test_export_cli_of_a_run_with_corrupt_weights_prints_one_line(tmp_path, trai
                            "--no-evaluate"], capture_output=True, text=True)
     assert proc.returncode == 1 and "unreadable weights" in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "pkg").exists()  # no empty package folder left behind

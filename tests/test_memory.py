@@ -3,7 +3,7 @@ the number of photos (issue 8: sixteen 10000x9999 16-bit PNGs took 9.3 GB in ana
 kept every decoded photo).
 
 The photos are built from a real one: a shared photo, enlarged 3x, pasted into a flat 16-bit gray 10000x9999 canvas
-(3.4 MB on disk, like the issue's). Each command runs in a subprocess whose own peak RSS comes from ``os.wait4``.
+(3.4 MB on disk, like the issue's). Each command runs in a subprocess whose own peak RSS comes from tests/peak_rss.py.
 benchmarks/memory.py uses the same helpers for docs/BENCHMARKS.md.
 """
 
@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import PHOTOS, REPO, need
+from tests.peak_rss import run_with_peak_rss
 
 BOUND_MB = 1536
 """The documented bound (README, docs/DESIGN.md "Memory") on ferkit analyze's peak RSS, any number of photos."""
@@ -61,14 +62,11 @@ def peak_rss_mb(args: list[str], log: Path) -> tuple[int, float]:
     """Run ``python -m ferkit.cli ARGS`` (this checkout's ferkit) and return (exit status, its peak RSS in MB)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", *args], stdout=out, stderr=subprocess.STDOUT,
-                                env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen, so it does not wait again
-    return proc.returncode, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+        return run_with_peak_rss([sys.executable, "-m", "ferkit.cli", *args], env=env, stdout=out,
+                                 stderr=subprocess.STDOUT)
 
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak RSS of a child process via os.wait4 (Linux)")
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="peak RSS of a child process via RUSAGE_CHILDREN (Linux)")
 
 
 @pytest.fixture(scope="module")

@@ -555,10 +555,16 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
 
     if not Path(run).is_dir():
         raise UserInputError(f"{run}: not a run folder (give the --out folder of `ferkit train`)")
+    created = not Path(out).exists()
     prepare_out_dir(out)
     command = "ferkit export " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
-    card = export_run(run, out, which, name, crop_policy, crop_margin, evaluate=not no_evaluate, command=command,
-                      quantize=quantize)
+    try:
+        card = export_run(run, out, which, name, crop_policy, crop_margin, evaluate=not no_evaluate, command=command,
+                          quantize=quantize)
+    except BaseException:
+        if created and not any(Path(out).iterdir()):
+            Path(out).rmdir()  # a refused run leaves no empty package folder behind
+        raise
     click.echo(f"wrote {out}: {card.parameters:,} parameters, ONNX parity max abs diff "
                f"{card.training['onnx_parity_max_abs_diff']:.2e}")
     if card.metrics:

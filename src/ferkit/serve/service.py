@@ -88,6 +88,8 @@ class AnalyzeService:
     async def stop(self) -> None:
         for batcher in self.batchers.values():
             await batcher.stop()
+        for recognizer in self.recognizers.values():
+            recognizer.close()  # stops its detection threads
 
     def models(self) -> list[dict[str, Any]]:
         out = []
