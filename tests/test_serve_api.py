@@ -392,3 +392,17 @@ def test_several_models_one_picked_per_request(tmp_path, photos):
         assert tiny["faces"][0]["box"] == default["faces"][0]["box"]  # same detector, different classifier
     finally:
         srv.stop()
+
+
+def test_video_endpoints_only_where_the_video_extra_is_installed():
+    """ferkit.video imports without its extra, so the app must ask for the extra itself (supervision blocked here)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['supervision'] = None\n"
+            "from ferkit.serve import create_app\n"
+            "print(sorted(create_app().openapi()['paths']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    paths = out.stdout.strip().splitlines()[-1]
+    assert "/v1/analyze" in paths and "/v1/videos" not in paths, paths

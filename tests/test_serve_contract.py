@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ferkit.extras import installed
 from tests.serve_server import Server
 
 schemathesis = pytest.importorskip("schemathesis", reason="needs the test extra (schemathesis)")
@@ -43,15 +44,7 @@ OPERATIONS = [("POST", "/v1/analyze"), ("POST", "/v1/analyze/batch"), ("GET", "/
 VIDEO_OPERATIONS = [("POST", "/v1/videos"), ("GET", "/v1/videos/{job_id}"), ("GET", "/v1/videos/{job_id}/files/{name}")]
 
 
-def _has_video() -> bool:
-    try:
-        import ferkit.serve.app as app
-    except ImportError:
-        return False
-    return app.video_available()
-
-
-@pytest.mark.parametrize("method,path", OPERATIONS + (VIDEO_OPERATIONS if _has_video() else []))
+@pytest.mark.parametrize("method,path", OPERATIONS + (VIDEO_OPERATIONS if installed("video") else []))
 def test_no_server_errors(api_schema, server, method, path):
     """Hypothesis-generated requests for one operation (schemathesis' pytest plugin is driven by hand here: its
     fixture mode does not run under this pytest)."""

@@ -19,7 +19,8 @@ from typing import Any
 import click
 
 from ferkit import __version__
-from ferkit.errors import FerkitError, UserInputError, missing_extra
+from ferkit.errors import FerkitError, UserInputError
+from ferkit.extras import require
 
 log = logging.getLogger("ferkit.cli")
 
@@ -29,10 +30,6 @@ DETECTORS = ("auto", "dlib", "haar", "mediapipe", "mediapipe_short")
 
 DEVICES = ("cpu", "cuda")
 
-EXTRA_MODULES = {"train": ("torch", "timm", "safetensors", "onnx"),
-                 "serve": ("fastapi", "uvicorn", "prometheus_client"),
-                 "video": ("supervision", "av", "dlib", "onnx")}
-"""What each optional extra must make importable, for commands that need it."""
 
 
 class _ConsoleHandler(logging.Handler):
@@ -153,17 +150,6 @@ def workers_option() -> Callable:
 def plural(n: int, word: str, words: str | None = None) -> str:
     """'1 image', '2 images', '0 images'."""
     return f"{n:,} {word if n == 1 else (words or word + 's')}"
-
-
-def require_extra(extra: str, what: str) -> None:
-    """Raise the one-line MissingExtraError when the modules of ``extra`` are not importable."""
-    import importlib
-
-    for module in EXTRA_MODULES[extra]:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            raise missing_extra(extra, what) from None
 
 
 def check_inputs(paths: Iterable[str]) -> None:
@@ -516,7 +502,7 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
 
     Overrides (--epochs, --limit, --val-limit) are written into the run's recipe.yaml; --resume needs the same ones.
     """
-    require_extra("train", "ferkit train")
+    require("train", "ferkit train")
     from ferkit.train.config import load_config
     from ferkit.train.loop import fit
 
@@ -550,7 +536,7 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
 def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: str, crop_margin: float,
                no_evaluate: bool, quantize: str | None) -> None:
     """Export a training run to a model package (ONNX + card), checking ONNX/torch parity."""
-    require_extra("train", "ferkit export")
+    require("train", "ferkit export")
     from ferkit.train.export_run import export_run
 
     if not Path(run).is_dir():
@@ -599,7 +585,7 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key:
           max_video_mb: float, max_pixels: int, max_files: int, timeout_s: float, workers: int | None,
           max_batch: int) -> None:
     """Serve the HTTP API (/v1/analyze, /docs) and the web page (/) until Ctrl-C."""
-    require_extra("serve", "ferkit serve")
+    require("serve", "ferkit serve")
     from ferkit.serve.app import run
     from ferkit.serve.config import ServeConfig
 
@@ -648,7 +634,7 @@ def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: i
     person over time, the group per second, and the lecture view (see docs/VIDEO.md)."""
     if (camera is None) == (not paths):
         raise UserInputError("give video files/folders or --camera N (not both)")
-    require_extra("video", "ferkit video")
+    require("video", "ferkit video")
     prepare_out_dir(out)
     from ferkit.recognizer import Recognizer
     from ferkit.video import VideoOptions

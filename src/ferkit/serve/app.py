@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from ferkit import __version__
+from ferkit.extras import installed
 from ferkit.serve.config import ServeConfig
 from ferkit.serve.errors import APIError
 from ferkit.serve.limits import Guard
@@ -28,15 +29,6 @@ log = logging.getLogger("ferkit.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
-def video_available() -> bool:
-    """Whether ``ferkit.video`` (and the video extra it needs) can be imported."""
-    try:
-        import ferkit.video  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
 
@@ -46,7 +38,7 @@ def create_app(config: ServeConfig) -> FastAPI:
     metrics = Metrics()
     service = AnalyzeService(config, metrics)
     videos = None
-    if video_available():
+    if installed("video"):  # ferkit.video imports without its extra, so ask for the extra itself
         from ferkit.serve.videos import VideoJobs
 
         videos = VideoJobs(config, service.resolve)
