@@ -210,8 +210,8 @@ def test_live_source_drops_frames_rather_than_falling_behind(group_video, recogn
     from ferkit.video.live import run_camera
 
     messages: list[str] = []
-    video = run_camera(str(group_video), recognizer, tmp_path, VideoOptions(), echo=messages.append)
-    assert "headless" in messages[0]
+    video = run_camera(str(group_video), recognizer, tmp_path, VideoOptions(), echo=messages.append, window=False)
+    assert "headless (--no-window)" in messages[0]
     dropped = int(messages[-1].split(", ")[-1].split()[0])
     assert dropped > 0 and video.frames + dropped == 78
     assert len(read_csv(tmp_path / "frames.csv")) > 0 and json.loads((tmp_path / "summary.json").read_text())

@@ -625,11 +625,14 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, api_key:
 @click.option("--aggregate-only/--per-person", default=None,
               help="Keep no identities and write nothing per person (the default with --lecture).")
 @click.option("--no-annotate", is_flag=True, help="Do not write annotated.mp4.")
+@click.option("--window/--no-window", default=True, show_default=True,
+              help="With --camera: show the overlay window where a display exists (q or Esc stops); "
+                   "--no-window runs headless.")
 @tta_option("flip")
 def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: int | None, detect_fps: float | None,
           model: str, detector: str, min_face: int, max_people: int | None, start: float, end: float | None,
           smooth: float, no_reid: bool, lecture: bool, aggregate_only: bool | None, no_annotate: bool,
-          tta: str) -> None:
+          window: bool, tta: str) -> None:
     """Follow every person through videos (mp4, avi, mkv, webm, mov; folders) or a live camera: emotions per
     person over time, the group per second, and the lecture view (see docs/VIDEO.md)."""
     if (camera is None) == (not paths):
@@ -647,7 +650,7 @@ def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: i
     if camera is not None:
         from ferkit.video.live import run_camera
 
-        result = run_camera(camera, recognizer, out, options, echo=lambda m: click.echo(m, err=True))
+        result = run_camera(camera, recognizer, out, options, echo=lambda m: click.echo(m, err=True), window=window)
         click.echo(_video_line(result, out))
         return
     from ferkit.video.run import run_videos
