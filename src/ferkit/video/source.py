@@ -96,6 +96,8 @@ class VideoSource:
         self.frames_read = 0
         self.dropped = 0
         self.truncated = False
+        self._stop = threading.Event()  # tells a live source's reader thread to end (``close``)
+        self._reader: threading.Thread | None = None
         if camera is not None:
             self._cap = _quiet_capture(int(camera) if str(camera).isdigit() else str(camera))
             if not self._cap.isOpened():
@@ -170,12 +172,11 @@ class VideoSource:
     def _camera_frames(self) -> Iterator[Frame]:
         slot: list = [None]  # (index, time, bgr) of the newest frame not yet taken
         fresh = threading.Condition()
-        stop = threading.Event()
         t0 = time.monotonic()
 
         def grab() -> None:
             index = 0
-            while not stop.is_set():
+            while not self._stop.is_set():
                 ok, bgr = self._cap.read()
                 with fresh:
                     if slot[0] is not None:  # the consumer has not taken the previous frame: it is dropped
@@ -186,8 +187,8 @@ class VideoSource:
                         return
                 index += 1
 
-        thread = threading.Thread(target=grab, name="ferkit-camera", daemon=True)
-        thread.start()
+        self._reader = threading.Thread(target=grab, name="ferkit-camera", daemon=True)
+        self._reader.start()
         try:
             while True:
                 with fresh:
@@ -199,11 +200,22 @@ class VideoSource:
                 self.frames_read += 1
                 yield Frame(item[0], item[1], cv2.cvtColor(item[2], cv2.COLOR_BGR2RGB))
         finally:
-            stop.set()
-            thread.join(timeout=2)
+            self._stop_reader()
+
+    def _stop_reader(self) -> bool:
+        """Stop a live source's reader thread; False if it is still stuck in a read (a stalled stream)."""
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(timeout=2)
+            return not self._reader.is_alive()
+        return True
 
     def close(self) -> None:
-        self._cap.release()
+        """Release the capture, after the reader thread has stopped: releasing it in the middle of the thread's
+        read (a consumer that stopped early, Ctrl-C) can crash OpenCV. A reader stuck in a stalled stream keeps
+        its capture; the daemon thread ends with the process."""
+        if self._stop_reader():
+            self._cap.release()
 
     def __enter__(self) -> VideoSource:
         return self
