@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -167,6 +168,7 @@ def test_ctrl_c_closes_every_output_validly(clip, tmp_path):
     assert "headless (--no-window)" in stderr and "Traceback" not in stderr
     assert [line for line in stderr.splitlines() if "interrupted" in line] == ["ferkit: interrupted"]
     assert "stopped (Ctrl-C); closing outputs" in stderr
+    assert re.search(r"\d+ frames in [\d.]+ s \([\d.]+ fps\), \d+ dropped", stderr)  # the fps line
     rows = read_csv(out / "frames.csv")
     assert len(rows) >= 5 and all(r["neutral"] != "" for r in rows)  # complete rows only
     summary = json.loads((out / "summary.json").read_text())

@@ -34,7 +34,7 @@ class OverlayWindow:
 
         self._tk, self._image_tk = tkinter, ImageTk
         self.title = title
-        self.root = tkinter.Tk(screenName=screen, className="ferkit")
+        self.root = tkinter.Tk(screenName=screen)
         self.root.title(title)
         self.label = tkinter.Label(self.root, borderwidth=0, highlightthickness=0)
         self.label.pack()
@@ -63,7 +63,7 @@ class OverlayWindow:
         if scale < 1.0:
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
         if self._photo is None or (self._photo.width(), self._photo.height()) != image.size:
-            self._photo = self._image_tk.PhotoImage(image)
+            self._photo = self._image_tk.PhotoImage(image, master=self.root)
             self.label.configure(image=self._photo)
         else:
             self._photo.paste(image)
