@@ -48,13 +48,14 @@ def recognizer():
 
 @pytest.fixture(scope="module")
 def display():
-    """A real X server (Xvfb, black background) on a free display number; yields ":N"."""
+    """A real X server (Xvfb, black background, big enough for the 1280x720 clip unscaled) on a free display
+    number; yields ":N"."""
     pytest.importorskip("tkinter", reason="needs tkinter for the overlay window (Debian/Ubuntu: apt-get install "
                                           "python3-tk)")
     if shutil.which("Xvfb") is None:
         pytest.skip("needs Xvfb for a real X server (Debian/Ubuntu: apt-get install xvfb; .ci/run installs it)")
     read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-br",
+    proc = subprocess.Popen(["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1600x900x24", "-br",
                              "-nolisten", "tcp"], pass_fds=(write_fd,), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     os.close(write_fd)
