@@ -267,3 +267,12 @@ def test_embedding_is_the_penultimate_layer_of_the_shipped_int8_graph():
     e = embedder.embed(faces)
     assert e.shape == (4, 256) and (e >= 0).all()  # after the head's ReLU
     assert runtime.session.get_outputs()[0].name == "logits" and len(runtime.session.get_outputs()) == 1
+
+
+def test_timeline_draws_runs_of_seconds_not_every_second():
+    """One bar per run of equal labels: a long video's timeline costs by its changes, not its length."""
+    from ferkit.video.plots import label_spans
+
+    by_second = {s: ("happy" if s < 3000 else "sad") for s in range(3600)} | {4000: "sad", 4001: "happy"}
+    assert label_spans(by_second) == {"happy": [(0, 3000), (4001, 1)], "sad": [(3000, 600), (4000, 1)]}
+    assert label_spans({}) == {}

@@ -15,6 +15,24 @@ GROUP_COLOURS = {"positive": "#2ca02c", "neutral": "#b0b0b0", "negative": "#d627
 MAX_LANES = 24
 
 
+def label_spans(by_second: dict[int, str]) -> dict[str, list[tuple[int, int]]]:
+    """label -> (start, length) runs of consecutive seconds with that label: one artist per person and label, not
+    one per second, so drawing a long video's timeline costs memory and time by its changes, not its length."""
+    spans: dict[str, list[tuple[int, int]]] = {}
+    run_label, run_start, run_end = None, 0, 0
+    for sec in sorted(by_second):
+        label = by_second[sec]
+        if label == run_label and sec == run_end:
+            run_end += 1
+            continue
+        if run_label is not None:
+            spans.setdefault(run_label, []).append((run_start, run_end - run_start))
+        run_label, run_start, run_end = label, sec, sec + 1
+    if run_label is not None:
+        spans.setdefault(run_label, []).append((run_start, run_end - run_start))
+    return spans
+
+
 def plot_timeline(path: Path, lanes: dict[int, dict[int, str]], seconds: list[dict[str, Any]], labels: list[str],
                   moments: list[dict[str, Any]] | None = None, title: str = "") -> Path:
     """Write the timeline; ``lanes`` person -> second -> label (empty in aggregate-only mode). Drawn on a bare
@@ -34,8 +52,8 @@ def plot_timeline(path: Path, lanes: dict[int, dict[int, str]], seconds: list[di
     if n_lanes:
         ax = axes[0]
         for row, (pid, by_second) in enumerate(sorted(lanes.items())):
-            for sec, label in by_second.items():
-                ax.broken_barh([(sec, 1)], (row - 0.4, 0.8), color=EMOTION_COLOURS.get(label, "#444444"))
+            for label, spans in label_spans(by_second).items():
+                ax.broken_barh(spans, (row - 0.4, 0.8), color=EMOTION_COLOURS.get(label, "#444444"))
         ax.set_yticks(range(n_lanes), [f"P{p}" for p in sorted(lanes)])
         ax.set_ylim(n_lanes - 0.5, -0.5)
         ax.set_ylabel("person")
