@@ -3,7 +3,8 @@ summaries and (with an output folder) progressive writers.
 
 Per frame: decode -> (every ``stride``-th frame) detect, else the tracker's predicted boxes -> person ids ->
 crop (the model card's policy) + classify every face in one batch -> smooth per person -> sinks. Memory holds one
-frame, the tracker's state and a few numbers per person and per second, so it stays flat with video length.
+frame, the tracker's state and a few numbers per person and per second (native memory still grows a little with
+video length: docs/DESIGN.md).
 """
 
 from __future__ import annotations
