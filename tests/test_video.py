@@ -3,7 +3,6 @@ group, a cut, a return), bad inputs, the lecture view, a killed run, a live sour
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import signal
@@ -18,7 +17,7 @@ import pytest
 
 from tests.conftest import DATA, PHOTOS, need
 from ferkit.io import read_image
-from tests.video_clips import group_cut_return, window, write_video
+from tests.video_clips import count_frames, group_cut_return, read_csv, window, write_video
 
 pytest.importorskip("supervision", reason="needs the video extra: pip install -e '.[video]'")
 
@@ -29,19 +28,6 @@ def ferkit(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ferkit.cli", *args], capture_output=True, text=True,
                           timeout=timeout)
 
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ clip is 1280x720 so decoding it takes a few seconds, long enough to look at the 
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -18,13 +17,12 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from ferkit.io import read_image
 from tests.conftest import PHOTOS, need
-from tests.video_clips import window, write_video
+from tests.video_clips import count_frames, read_csv, window, write_video
 
 pytest.importorskip("supervision", reason="needs the video extra: pip install -e '.[video]'")
 
@@ -68,19 +66,6 @@ def display():
         proc.terminate()
         proc.wait(10)
 
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def count_frames(path: Path) -> int:
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
 
 
 def test_window_opens_only_where_a_display_exists(display, monkeypatch):

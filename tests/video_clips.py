@@ -1,7 +1,9 @@
-"""Test videos built from real photos (../shared/data/photos) with cv2.VideoWriter: camera moves, cuts, returns."""
+"""Test videos built from real photos (../shared/data/photos) with cv2.VideoWriter: camera moves, cuts, returns;
+and readers of what `ferkit video` writes (CSV rows, decodable frames)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import cv2
@@ -59,3 +61,18 @@ def fer_clip(faces: list[np.ndarray], frames_per_face: int = 2, size=(256, 192),
             x, y = (w - 128) // 2 + int(rng.integers(-6, 7)), (h - 128) // 2 + int(rng.integers(-6, 7))
             canvas[y:y + 128, x:x + 128] = big
             yield cv2.cvtColor(canvas, cv2.COLOR_GRAY2RGB)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def count_frames(path: Path) -> int:
+    """Frames OpenCV can decode from ``path`` (a video that was closed cleanly, or a fragmented MP4 cut short)."""
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n

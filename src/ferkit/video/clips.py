@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,24 @@ def _classifier(name: str, seed: int):
     raise UserInputError(f"--classifier must be one of {CLASSIFIERS}, not {name!r}")
 
 
+def described(clips: Iterable[Path], features: ClipFeatures,
+              on_error: Callable[[str], None] | None = None) -> Iterator[tuple[Path, np.ndarray]]:
+    """Each clip that reads and shows a face, with its descriptor; the others are reported (one line each) and left
+    out, so one bad clip never stops training or prediction."""
+    for clip in clips:
+        try:
+            d = features.describe(clip)
+        except UserInputError as exc:
+            if on_error:
+                on_error(str(exc))
+            continue
+        if d is None:
+            if on_error:
+                on_error(f"{clip}: no face found in any frame; left out")
+            continue
+        yield clip, d
+
+
 def collect(folder: str | os.PathLike, features: ClipFeatures,
             on_error: Callable[[str], None] | None = None) -> tuple[np.ndarray, list[str], list[str]]:
     """Descriptors, labels and paths of the clips in a folder per class (the folder name is the label)."""
@@ -98,17 +116,7 @@ def collect(folder: str | os.PathLike, features: ClipFeatures,
         raise UserInputError(f"{root}: needs at least two class subfolders of clips, found {len(classes)}")
     X, y, paths = [], [], []
     for class_dir in classes:
-        for clip in iter_video_paths([class_dir]):
-            try:
-                d = features.describe(clip)
-            except UserInputError as exc:
-                if on_error:
-                    on_error(str(exc))
-                continue
-            if d is None:
-                if on_error:
-                    on_error(f"{clip}: no face found in any frame; left out")
-                continue
+        for clip, d in described(iter_video_paths([class_dir]), features, on_error):
             X.append(d)
             y.append(class_dir.name)
             paths.append(str(clip))
@@ -169,17 +177,7 @@ def predict(clips: list[str | os.PathLike], classifier_dir: str | os.PathLike, r
                              f"{recognizer.model_name!r}: pass --model {card['model']}")
     features = ClipFeatures(recognizer, card["kind"], 1)
     out = []
-    for clip in iter_video_paths(clips):
-        try:
-            d = features.describe(clip)
-        except UserInputError as exc:
-            if on_error:
-                on_error(str(exc))
-            continue
-        if d is None:
-            if on_error:
-                on_error(f"{clip}: no face found in any frame")
-            continue
+    for clip, d in described(iter_video_paths(clips), features, on_error):
         row: dict[str, Any] = {"clip": str(clip), "label": str(model.predict(d[None])[0])}
         if hasattr(model, "predict_proba"):
             row["scores"] = {str(c): round(float(p), 4) for c, p in zip(model.classes_, model.predict_proba(d[None])[0])}
