@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from ferkit.evaluate import evaluate_dataset
-from ferkit.packages import read_card, resolve_package, shipped_models
+from ferkit.packages import TORCH_WEIGHTS_NAME, read_card, resolve_package, shipped_models
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "fer2013"
@@ -23,8 +23,9 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "fer2013"
 def measure(model: str, data: Path, split: str) -> dict:
     folder = resolve_package(model)
     card = read_card(folder)
-    row = {"model": card.name, "architecture": card.architecture, "parameters": card.parameters,
-           "size_mb": round(sum(f.stat().st_size for f in folder.iterdir()) / 1e6, 2),
+    # the package as inference uses it: the torch weights (for explanations only) are not counted
+    row = {"model": card.name, "architecture": card.arch, "parameters": card.parameters,
+           "size_mb": round(sum(f.stat().st_size for f in folder.iterdir() if f.name != TORCH_WEIGHTS_NAME) / 1e6, 2),
            "epochs": card.training.get("epochs"), "train_seconds": card.training.get("cpu_seconds_wall"),
            "data": str(os.path.relpath(data, HERE.parent)), "split": split,
            "recipe": card.training.get("recipe", {}).get("name")}

@@ -17,6 +17,7 @@ from torch import nn
 
 from ferkit.models.autoencoder import CNNAutoencoder, encoder_features, fit_feature_classifier
 from ferkit.models.export import check_parity, export_onnx
+from ferkit.models.from_package import load_package_model
 from ferkit.packages import GRAPH_NAME, ModelCard, PackageError, read_card
 from ferkit.models.registry import available, build_model, min_input_size
 from ferkit.models.resmasknet import MaskingBlock, ResMaskingBlock, ResMaskNet, mask_depths, stage_sides
@@ -299,9 +300,15 @@ def test_export_package_contract(tmp_path):
     card = ModelCard(name="tiny", labels=LABELS7, input_size=32, channels=1, architecture="small_cnn")
     path = export_onnx(model, card, tmp_path / "pkg")
     assert model.training  # the caller's mode is left alone
-    assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == ["card.json", "model.onnx"]
+    assert sorted(p.name for p in (tmp_path / "pkg").iterdir()) == ["card.json", "model.onnx", "weights.safetensors"]
     back = read_card(tmp_path / "pkg")
     assert back.labels == LABELS7 and back.parameters == sum(p.numel() for p in model.parameters())
+    assert back.architecture == {"arch": "small_cnn", "args": {}}  # a string architecture is read as structured
+    # the package's torch weights rebuild the model the graph was exported from
+    rebuilt, _ = load_package_model(tmp_path / "pkg")
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model.eval()(x))
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["input"] and [o.name for o in graph.output] == ["logits"]
     dims = graph.input[0].type.tensor_type.shape.dim

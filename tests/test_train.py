@@ -67,6 +67,14 @@ def test_tiny_run_writes_a_run_folder(tmp_path, small_fer_tree):
     assert card["metrics"]["validation"]["accuracy"] == pytest.approx(float(best_row.split(",")[5]), abs=1e-4)
     assert card["metrics"]["test"]["n"] == card["metrics"]["validation"]["n"] > 0
     assert card["training"]["epochs"] == 2 and card["labels"] == list(summary["labels"])
+    # where it trained, measured, not fixed text: this machine's CPU model and cores, the recipe's precision
+    hardware = card["training"]["hardware"]
+    assert hardware["device"] == "cpu" and "gpu" not in hardware and hardware["precision"] == cfg.precision
+    assert hardware["cpu_cores"] == len(os.sched_getaffinity(0))
+    cpuinfo = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    assert hardware["cpu"] and (not cpuinfo or hardware["cpu"] in cpuinfo)
+    assert hardware["summary"].startswith(hardware["cpu"]) and hardware["summary"].endswith(cfg.precision)
+    assert card["architecture"] == {"arch": "fervgg", "args": {"widths": [8, 16, 16, 16], "hidden": 16}}
     with pytest.raises(FileExistsError):
         fit(cfg, tmp_path / "run", progress=False)
 

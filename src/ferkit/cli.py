@@ -466,7 +466,7 @@ def _models_table(folders: list[Path]) -> str:
         detector = card.training.get("detector") or ("auto (needs eye landmarks)" if card.align else "auto")
         rows.append((card.name, str(len(card.labels)), f"{size_mb:.1f} MB", acc,
                      "-" if ece is None else f"{ece:.3f}", crop, detector))
-        label_lines.append(f"  {card.name}: {', '.join(card.labels)}; {card.architecture.split(' ')[0] or '?'}, "
+        label_lines.append(f"  {card.name}: {', '.join(card.labels)}; {card.arch or '?'}, "
                            f"{card.parameters / 1e6:.1f}M parameters, input {card.input_size}x{card.input_size}x"
                            f"{card.channels}")
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]

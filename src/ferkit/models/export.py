@@ -1,4 +1,5 @@
-"""Export a trained torch model to a model package: ``model.onnx`` + ``card.json`` (see :mod:`ferkit.packages`).
+"""Export a trained torch model to a model package: ``model.onnx`` + ``card.json`` + ``weights.safetensors`` (the
+fp32 state_dict, for Grad-CAM and class visualisation; see :mod:`ferkit.packages`).
 
 The graph takes ``input`` (N, C, H, W) float32 — N dynamic, C/H/W from the card — already normalised as the card
 says, and returns ``logits`` (N, classes); the runtime applies the softmax, so the graph stays a pure function of the
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from ferkit.io import atomic_write
+from ferkit.models.from_package import save_torch_weights
 from ferkit.packages import GRAPH_NAME, ModelCard, PackageError, write_card
 
 OPSET = 18
@@ -35,7 +37,8 @@ def _fp32_eval_copy(model: nn.Module) -> nn.Module:
 
 
 def export_onnx(model: nn.Module, card: ModelCard, out_dir: str | os.PathLike) -> Path:
-    """Write ``out_dir/model.onnx`` and ``out_dir/card.json`` (each atomically); returns the graph's path.
+    """Write ``out_dir/model.onnx``, ``out_dir/weights.safetensors`` (fp32) and ``out_dir/card.json`` (each
+    atomically, the card last); returns the graph's path.
 
     ``card.parameters`` and ``card.ferkit_version`` are filled in when left empty. Raises PackageError when the
     model's output width does not match ``card.labels``.
@@ -57,6 +60,7 @@ def export_onnx(model: nn.Module, card: ModelCard, out_dir: str | os.PathLike) -
                 net, (x,), str(tmp), input_names=["input"], output_names=["logits"],
                 dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False,
                 opset_version=OPSET, verbose=False))
+        save_torch_weights(net, out)
     finally:
         model.train(was_training)
     if not card.parameters:

@@ -3,11 +3,14 @@
 The card is the contract between training and run time: labels in output order (by name), input size and channels,
 normalisation, the face-crop policy the model was trained with, provenance (data, recipe, command, commit) and
 metrics with the command that measured them. A package is a folder ``<name>/`` holding ``model.onnx`` and
-``card.json``; the shipped ones live in ``ferkit/weights/``.
+``card.json`` and, optionally, ``weights.safetensors``: the torch state_dict of the architecture the card names
+(``architecture: {"arch": ..., "args": {...}}``), which Grad-CAM and class visualisation need
+(:func:`ferkit.packages.torch_model`); the shipped ones live in ``ferkit/weights/``.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -21,6 +24,7 @@ from ferkit.errors import UserInputError
 
 CARD_NAME = "card.json"
 GRAPH_NAME = "model.onnx"
+TORCH_WEIGHTS_NAME = "weights.safetensors"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
@@ -41,7 +45,10 @@ class ModelCard:
     align: bool = True
     clahe: bool = False
     """CLAHE on every crop after resizing to ``input_size`` (the model was trained on CLAHE'd images, seed 003)."""
-    architecture: str = ""
+    architecture: dict[str, Any] = field(default_factory=dict)
+    """``{"arch": <registered name>, "args": {<builder arguments>}}``: what builds the torch model of
+    ``weights.safetensors``. Cards written before it was structured held a string (``"fervgg {'widths': ...}"``);
+    it is parsed into this form when the card is read."""
     parameters: int = 0
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +74,12 @@ class ModelCard:
         for key in ("align", "clahe"):
             if not isinstance(getattr(self, key), bool):
                 raise PackageError(f"{where}: {key} must be true or false, not {getattr(self, key)!r}")
+        self.architecture = parse_architecture(self.architecture, where)
+
+    @property
+    def arch(self) -> str:
+        """The architecture's registered name ('' when the card does not say)."""
+        return self.architecture.get("arch", "")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -76,6 +89,25 @@ class ModelCard:
         """A card from parsed JSON; keys this ferkit does not know (written by a newer one) are ignored."""
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def parse_architecture(value: Any, where: str = "model card") -> dict[str, Any]:
+    """The card's architecture as ``{"arch": name, "args": {...}}``, from that form or the older string form
+    (``"fervgg {'widths': [32, 96], 'hidden': 256}"`` or a bare ``"fervgg"``)."""
+    if value in (None, "", {}):
+        return {}
+    if isinstance(value, str):
+        name, _, args = value.strip().partition(" ")
+        try:
+            parsed = ast.literal_eval(args) if args.strip() else {}
+        except (ValueError, SyntaxError):
+            raise PackageError(f"{where}: unreadable architecture {value!r}; write it as "
+                               '{"arch": NAME, "args": {...}}') from None
+        value = {"arch": name, "args": parsed}
+    if (not isinstance(value, dict) or not isinstance(value.get("arch"), str) or not value["arch"]
+            or not isinstance(value.get("args", {}), dict)):
+        raise PackageError(f"{where}: architecture must be {{\"arch\": NAME, \"args\": {{...}}}}, not {value!r}")
+    return {"arch": value["arch"], "args": dict(value.get("args", {}))}
 
 
 def _is_int(value: Any) -> bool:

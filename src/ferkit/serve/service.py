@@ -96,7 +96,7 @@ class AnalyzeService:
         for name, recognizer in self.recognizers.items():
             card = recognizer.runtime.card
             out.append({"name": name, "default": name == self.default_model, "labels": list(card.labels),
-                        "architecture": card.architecture, "parameters": card.parameters,
+                        "architecture": card.arch, "parameters": card.parameters,
                         "input_size": card.input_size, "channels": card.channels,
                         "accuracy": card.metrics.get("accuracy"), "detector": recognizer.detector.name})
         return out

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ferkit.io import atomic_write
 from ferkit.train.augment import augment_batch, mix_batch
+from ferkit.train.card import record_hardware
 from ferkit.train.checkpoint import Progress, load_checkpoint, save_checkpoint
 from ferkit.train.config import ConfigError, PhaseConfig, TrainConfig, config_from_dict
 from ferkit.train.freeze import apply_phase, freeze_batchnorm
@@ -193,6 +194,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, device: str
             load_weights(model, _init_weights(cfg.init))
             log.info(f"initialised from {cfg.init}")
     targets = train_targets(cfg, train, paths.root)
+    record_hardware(paths.root, device, cfg.precision, run.epoch)
     mode = "min" if cfg.monitor == "loss" else "max"
 
     def summary() -> dict:

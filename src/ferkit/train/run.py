@@ -57,6 +57,11 @@ class RunPaths:
     def metrics(self) -> Path:
         return self.root / "metrics.csv"
 
+    @property
+    def hardware(self) -> Path:
+        """Where the run trained: one record per start or resume (:func:`ferkit.train.card.record_hardware`)."""
+        return self.root / "hardware.json"
+
 
 def normalise(x_uint8: torch.Tensor) -> torch.Tensor:
     return (x_uint8.float() / 255.0 - NORM_MEAN) / NORM_STD
