@@ -81,7 +81,7 @@ def main() -> int:
         if result["top1_agreement"] < args.min_agreement:
             print(f"agreement {result['top1_agreement']} < {args.min_agreement}: not written", file=sys.stderr)
             return 1
-        shutil.copy(trial / TORCH_WEIGHTS_NAME, package / f".{TORCH_WEIGHTS_NAME}.tmp")
+        shutil.copyfile(trial / TORCH_WEIGHTS_NAME, package / f".{TORCH_WEIGHTS_NAME}.tmp")
         (package / f".{TORCH_WEIGHTS_NAME}.tmp").replace(package / TORCH_WEIGHTS_NAME)
     card.training["torch_weights"] = {
         "source": f"dequantised from {GRAPH_NAME} (int8 QDQ: (q - zero_point) * scale per channel; BatchNorm folded "

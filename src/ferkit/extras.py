@@ -12,6 +12,7 @@ import importlib
 from ferkit.errors import missing_extra
 
 EXTRA_MODULES = {"train": ("torch", "timm", "safetensors", "onnx"),
+                 "explain": ("torch", "timm", "safetensors", "pytorch_grad_cam"),
                  "serve": ("fastapi", "uvicorn", "prometheus_client"),
                  "video": ("supervision", "av", "dlib", "onnx")}
 

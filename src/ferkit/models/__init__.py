@@ -5,6 +5,14 @@ packages (ONNX + card), lives in :mod:`ferkit.packages` and needs no torch.
 """
 
 from ferkit.models import autoencoder, resmasknet, small_cnn, timm_zoo, vgg  # noqa: F401  (they register themselves)
-from ferkit.models.registry import arch_args, available, build_model, check_args, min_input_size, register
+from ferkit.models.registry import (
+    arch_args,
+    available,
+    build_model,
+    cam_layer,
+    check_args,
+    min_input_size,
+    register,
+)
 
-__all__ = ["arch_args", "available", "build_model", "check_args", "min_input_size", "register"]
+__all__ = ["arch_args", "available", "build_model", "cam_layer", "check_args", "min_input_size", "register"]

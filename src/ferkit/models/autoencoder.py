@@ -159,4 +159,5 @@ def fit_feature_classifier(model: CNNAutoencoder, images: torch.Tensor, targets:
     return estimator
 
 
-register("cnn_autoencoder", min_input=16)(CNNAutoencoder)
+# the encoder's last conv pair, before its pooling: 6x6 at 48 px
+register("cnn_autoencoder", cam_layer=lambda m: m.enc_stages[-1], min_input=16)(CNNAutoencoder)

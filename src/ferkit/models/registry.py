@@ -2,7 +2,8 @@
 
 Every architecture is built through :func:`build_model` so recipes, export and tests name models the same way.
 Each entry declares the smallest input side it supports, so a recipe with ``size: 48`` for ``inception_v3`` fails
-at build time with a clear message instead of deep inside a convolution (or, worse, silently convolving padding).
+at build time with a clear message instead of deep inside a convolution (or, worse, silently convolving padding),
+and its Grad-CAM target layer (:func:`cam_layer`), so explanations work for every architecture without knowing any.
 
 Architecture modules register themselves (``register(name)(builder)``) and :mod:`ferkit.models`'s ``__init__``
 imports them; this module never imports them back, so imports only flow one way (as in timm's ``_registry``).
@@ -19,16 +20,24 @@ from torch import nn
 from ferkit.errors import UserInputError
 
 Builder = Callable[..., nn.Module]
+CamLayer = Callable[[nn.Module], nn.Module]
+"""A built model -> the module whose activations and gradients Grad-CAM weighs (a late convolutional stage)."""
 
 _BUILDERS: dict[str, Builder] = {}
 _MIN_INPUT: dict[str, int] = {}
+_CAM_LAYERS: dict[str, CamLayer] = {}
 
 BUILD_ARGS = ("num_classes", "in_chans", "input_size")
 """What :func:`build_model` itself passes to every builder; a recipe's ``model.args`` may not set them."""
 
 
-def register(name: str, min_input: int = 1) -> Callable[[Builder], Builder]:
-    """Register ``fn`` as ``name``; ``min_input`` is the smallest input side (pixels) the architecture supports.
+def register(name: str, cam_layer: CamLayer, min_input: int = 1) -> Callable[[Builder], Builder]:
+    """Register ``fn`` as ``name``; ``min_input`` is the smallest input side (pixels) the architecture supports and
+    ``cam_layer`` picks its Grad-CAM target layer from a built model.
+
+    Why a late stage whose stride is at most 16 rather than the very last one: faces reach these networks at
+    48-64 px, where a stride-32 stage is a 1-2 px map and its CAM a single blob; the stage before it still sees
+    the whole face and keeps where the eyes and mouth are.
 
     A second registration of the same name is a bug (two files claiming one name), so it raises.
     """
@@ -37,8 +46,15 @@ def register(name: str, min_input: int = 1) -> Callable[[Builder], Builder]:
             raise RuntimeError(f"architecture {name!r} is registered twice")
         _BUILDERS[name] = fn
         _MIN_INPUT[name] = min_input
+        _CAM_LAYERS[name] = cam_layer
         return fn
     return wrap
+
+
+def cam_layer(arch: str, model: nn.Module) -> nn.Module:
+    """The Grad-CAM target layer of ``model``, an ``arch`` built by :func:`build_model`."""
+    _builder(arch)
+    return _CAM_LAYERS[arch](model)
 
 
 def available() -> list[str]:

@@ -156,4 +156,5 @@ class ResMaskNet(nn.Module):
         return {"stem": r"^stem", "blocks": r"^stages\.(\d+)"}
 
 
-register("resmasknet", min_input=32)(ResMaskNet)
+# the third residual masking stage (stride 16): 3x3 at 48 px, where the fourth is 2x2
+register("resmasknet", cam_layer=lambda m: m.stages[-2], min_input=32)(ResMaskNet)

@@ -53,4 +53,5 @@ class SmallCNN(nn.Module):
         return {"blocks": r"^features\.(\d+)"}
 
 
-register("small_cnn", min_input=20)(SmallCNN)
+# the last conv's ReLU, before its pooling: 8x8 at 32 px
+register("small_cnn", cam_layer=lambda m: m.features[-2], min_input=20)(SmallCNN)

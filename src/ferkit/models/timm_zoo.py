@@ -146,5 +146,23 @@ def build_timm(timm_name: str, num_classes: int, in_chans: int = 1, input_size: 
     return model
 
 
+CAM_MAX_REDUCTION = 16
+"""Grad-CAM looks at the deepest stage timm lists in ``feature_info`` whose stride is at most this (see
+:func:`ferkit.models.registry.register` for why not the stride-32 one)."""
+
+
+def timm_cam_layer(model: nn.Module) -> nn.Module:
+    """The Grad-CAM target of a :func:`build_timm` model, from timm's own map of its stages (``feature_info``);
+    a stage that ends in max-pooling (VGG) is taken before its pool."""
+    backbone = model.backbone if isinstance(model, BackboneWithHead) else model
+    stages = [f for f in backbone.feature_info if f["reduction"] <= CAM_MAX_REDUCTION]
+    name = stages[-1]["module"]
+    modules = dict(backbone.named_modules())
+    if isinstance(modules[name], nn.MaxPool2d):
+        names = list(modules)
+        name = names[names.index(name) - 1]
+    return modules[name]
+
+
 for _name, _entry in ZOO.items():
-    register(_name, min_input=_entry.min_input)(partial(build_timm, _entry.timm_name))
+    register(_name, cam_layer=timm_cam_layer, min_input=_entry.min_input)(partial(build_timm, _entry.timm_name))

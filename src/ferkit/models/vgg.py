@@ -69,4 +69,5 @@ class FerVGG(nn.Module):
         return stage_of
 
 
-register("fervgg", min_input=16)(FerVGG)
+# the last ReLU before the last pooling: a 6x6 map at 48 px (the pooled 3x3 one feeds the head)
+register("fervgg", cam_layer=lambda m: m.features[-2], min_input=16)(FerVGG)
