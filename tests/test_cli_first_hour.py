@@ -54,6 +54,8 @@ def photo(tmp_path) -> Path:
     (("train", "configs/default.yaml", "--out", "OUT"), "torch", "train"),
     (("export", "configs", "--out", "OUT"), "torch", "train"),
     (("serve", "--port", "0"), "fastapi", "serve"),
+    (("explain", "README.md", "--out", "OUT"), "pytorch_grad_cam", "explain"),
+    (("explain", "--classes", "--out", "OUT"), "torch", "explain"),
 ])
 def test_missing_extra_is_one_line_naming_the_install(args, blocked, extra, tmp_path):
     """What an install without the extra looks like to `import torch`: sys.modules[name] = None."""

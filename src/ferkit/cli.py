@@ -558,6 +558,90 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
                    f"flip-TTA {card.metrics['flip_tta_accuracy']:.4f}, macro-F1 {card.metrics['macro_f1']:.4f}")
 
 
+@main.command(short_help="Grad-CAM overlays per face, or class visualisations (explain extra).")
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the overlay PNGs, faces.csv and explain.json (or the class grids).")
+@once_option("--class", "target", metavar="NAME",
+             help="Explain this class (a label name, e.g. happy) for every face (default: each face's predicted "
+                  "class).")
+@model_option()
+@detector_option()
+@min_face_option()
+@once_option("--max-faces", type=click.IntRange(min=1), help="Explain only the N largest faces per image.")
+@click.option("--classes", "classes", is_flag=True,
+              help="Instead of photos: draw, per model, the input that maximises each class (seed 003), as a grid.")
+@click.option("--steps", type=click.IntRange(min=1), default=128, show_default=True,
+              help="With --classes: optimisation steps per grid.")
+@click.option("--seed", type=int, default=0, show_default=True, help="With --classes: seed of the starting noise.")
+def explain(paths: tuple[str, ...], out: str, target: str | None, model: str, detector: str, min_face: int,
+            max_faces: int | None, classes: bool, steps: int, seed: int) -> None:
+    """Show where a model looks: Grad-CAM of every face, overlaid on each whole photo.
+
+    Needs the 'explain' extra (torch, pytorch-grad-cam): pip install "ferkit[explain]" (from a checkout:
+    pip install -e ".[explain]"), and a model package with weights.safetensors (`ferkit export` writes it; the
+    shipped default has it). For an ensemble package, each member's CAM is drawn too (PHOTO.MEMBER.png) beside
+    their weighted average (PHOTO.png).
+
+    --classes draws, instead, the input each class responds to most (an optimised image, regularised), one grid
+    per model: classes-MODEL.png.
+    """
+    require("explain", "ferkit explain")
+    if classes and paths:
+        raise UserInputError("--classes draws each class of the model and takes no photos; drop the paths")
+    if not classes and not paths:
+        raise click.UsageError("give photos or folders to explain (or --classes for class visualisations)")
+    if paths:
+        check_inputs(paths)
+    prepare_out_dir(out)
+    if classes:
+        _explain_classes(model, out, steps, seed)
+        return
+    from ferkit.explain.gradcam import Explainer
+    from ferkit.explain.run import explain_paths
+
+    failed: list[str] = []
+
+    def on_error(message: str) -> None:
+        failed.append(message)
+        _report_skip(message)
+
+    def show(result) -> None:
+        if not result.faces:
+            click.echo(f"{result.source}: no face found")
+        for i, f in enumerate(result.faces):
+            x, y, w, h = f.box
+            click.echo(f"{result.source}: face {i} at x={x} y={y} w={w} h={h}: {f.target} {f.probability:.2f}"
+                       + ("" if f.target == f.predicted else f" (predicted {f.predicted})"))
+
+    explainer = Explainer(model, detector, target, min_face=min_face, max_faces=max_faces)
+    records = explain_paths(list(paths), explainer, out, on_error, show)
+    faces = sum(len(r["faces"]) for r in records)
+    click.echo(f"{plural(len(records), 'image')}, {plural(faces, 'face')}, {len(failed):,} failed; overlays, "
+               f"faces.csv and explain.json in {out}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _explain_classes(model: str, out: str, steps: int, seed: int) -> None:
+    import cv2
+
+    from ferkit.explain.classvis import class_grid, class_images
+    from ferkit.io import atomic_write
+
+    per_model = class_images(model, steps=steps, seed=seed)
+    summary = {}
+    for name, images in per_model.items():
+        grid = class_grid(images, f"{name}: input optimised per class ({steps} steps, seed {seed})")
+        ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+        target = Path(out) / f"classes-{name}.png"
+        atomic_write(target, lambda tmp: tmp.write_bytes(png.tobytes()))
+        summary[name] = {ci.label: {"start_probability": round(ci.start_probability, 4),
+                                    "probability": round(ci.probability, 4)} for ci in images}
+        click.echo(f"wrote {target}: " + ", ".join(f"{ci.label} {ci.probability:.2f}" for ci in images))
+    _write_json_atomic(str(Path(out) / "classes.json"), {"steps": steps, "seed": seed, "models": summary})
+
+
 @main.command(short_help="The HTTP API and a web page for photos and the webcam.")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (loopback: only this machine; see docs/SERVE.md before exposing it).")

@@ -69,5 +69,13 @@ class FerVGG(nn.Module):
         return stage_of
 
 
-# the last ReLU before the last pooling: a 6x6 map at 48 px (the pooled 3x3 one feeds the head)
-register("fervgg", cam_layer=lambda m: m.features[-2], min_input=16)(FerVGG)
+def _cam_layer(model: FerVGG) -> nn.Module:
+    """The last ReLU of the next-to-last stage (12x12 at 48 px). Why not the last stage (6x6): with a flattened
+    head, Grad-CAM's channel weights (the spatial mean of each channel's gradient) are a poor summary of a map that
+    is max-pooled and flattened, and they can cancel to an all-negative, empty CAM (measured: the smiling face of
+    photos/face_recognition__obama_and_biden.jpg got none there, and a clear one a stage earlier)."""
+    per = model._layers_per_stage
+    return model.features[-2 - per] if len(model.features) > per else model.features[-2]
+
+
+register("fervgg", cam_layer=_cam_layer, min_input=16)(FerVGG)

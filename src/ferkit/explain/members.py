@@ -1,0 +1,78 @@
+"""What an explanation runs: the torch model of each package it explains, with its weight and Grad-CAM layer.
+
+A plain package is one member of weight 1; an ensemble package (card ``"kind": "ensemble"``, members copied under
+``members/<name>/``, see docs/DESIGN.md) gives one member per entry of its card, with the card's weight. Each
+member keeps its own card, so members with different crops, input sizes or channels are each fed as trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ferkit.packages import CARD_NAME, ModelCard, PackageError, resolve_package
+
+
+@dataclass
+class Member:
+    name: str
+    folder: Path
+    weight: float
+    model: object
+    """The torch model (eval mode, fp32)."""
+    card: ModelCard
+    target_layer: object
+    """Its Grad-CAM target layer (the architecture's, from the registry)."""
+
+
+def package_folders(model: str | os.PathLike) -> tuple[str, list[tuple[str, Path, float]]]:
+    """``(name, [(member name, package folder, weight), ...])`` for a package or an ensemble package."""
+    folder = Path(model)
+    card_path = folder / CARD_NAME
+    if folder.is_dir() and card_path.is_file():
+        try:
+            raw = json.loads(card_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise PackageError(f"{card_path}: unreadable card ({exc})") from None
+        if isinstance(raw, dict) and raw.get("kind") == "ensemble":
+            members = raw.get("members")
+            if not isinstance(members, list) or not members:
+                raise PackageError(f"{card_path}: an ensemble card lists its members ({{name, path, weight}})")
+            out = []
+            for m in members:
+                if not isinstance(m, dict) or not {"name", "path"} <= set(m):
+                    raise PackageError(f"{card_path}: each member needs a name and a path, not {m!r}")
+                out.append((str(m["name"]), resolve_package(folder / m["path"]), float(m.get("weight", 1.0))))
+            if sum(w for _, _, w in out) <= 0:
+                raise PackageError(f"{card_path}: the members' weights sum to {sum(w for _, _, w in out)}")
+            return str(raw.get("name") or folder.name), out
+    resolved = resolve_package(model)
+    from ferkit.packages import read_card
+
+    return read_card(resolved).name, [(read_card(resolved).name, resolved, 1.0)]
+
+
+def load_members(model: str | os.PathLike) -> tuple[str, list[Member]]:
+    """The name of ``model`` and its members' torch models (needs the ``explain`` extra)."""
+    from ferkit.models import cam_layer
+    from ferkit.models.from_package import load_package_model
+
+    name, folders = package_folders(model)
+    members = []
+    for member_name, folder, weight in folders:
+        net, card = load_package_model(folder)
+        members.append(Member(member_name, folder, weight, net, card, cam_layer(card.arch, net)))
+    return name, members
+
+
+def torch_model(package: str | os.PathLike):
+    """The torch model (fp32, eval mode) of a model package, built from its card's architecture with its
+    ``weights.safetensors``; one MissingExtraError line when torch is not installed."""
+    from ferkit.extras import require
+
+    require("explain", "the torch model of a package")
+    from ferkit.models.from_package import load_package_model
+
+    return load_package_model(package)[0]
