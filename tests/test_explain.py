@@ -169,7 +169,8 @@ def test_a_chosen_class_is_explained_for_every_face(photo):
 
 
 def _ensemble(tmp_path: Path) -> Path:
-    """An ensemble folder by the contract in docs/DESIGN.md: the default twice, the second cropped without
+    """An ensemble folder as `ferkit ensemble build` writes it (card kind: ensemble, members copied under
+    members/<name>/ with their weights): the default twice, the second cropped without
     alignment and with a wider margin (so its CAMs differ), weights 0.75 / 0.25."""
     ens = tmp_path / "ens"
     a, b = ens / "members" / "a", ens / "members" / "b"
@@ -227,13 +228,13 @@ def test_explain_command_writes_overlays_csv_and_json(tmp_path, photo, default_r
 
 def test_class_visualisation_raises_each_class_well_above_its_start(tmp_path):
     out = tmp_path / "classes"
-    done = _ferkit("explain", "--classes", "--steps", "40", "--out", str(out))
+    done = _ferkit("explain", "--classes", "--steps", "25", "--out", str(out))
     assert done.returncode == 0, done.stderr
     grid = cv2.imread(str(out / "classes-default.png"))
     assert grid is not None and grid.shape[0] > 2 * 192 and grid.shape[1] == 4 * 192
     probs = json.loads((out / "classes.json").read_text())["models"]["default"]
     assert list(probs) == read_card(resolve_package("default")).labels
     for label, p in probs.items():
-        assert p["probability"] > max(0.5, p["start_probability"] + 0.3), (label, p)
+        assert p["probability"] > max(0.8, p["start_probability"] + 0.5), (label, p)
     done = _ferkit("explain", str(need(PHOTOS / PHOTO)), "--classes", "--out", str(out))
     assert done.returncode == 1 and done.stderr.strip().startswith("ferkit: error: --classes draws each class")
