@@ -74,6 +74,8 @@ def readme_commands() -> list[tuple[str, str | None]]:
                 reason = "needs the train extra, which the README's install line does not install"
             elif (extras := re.search(r'pip install[^"]*"\.\[([^\]]*)\]"', command)) and extras.group(1) != "faces":
                 reason = f"installs extras beyond the README's install line ({extras.group(1)}); their tests cover them"
+            elif re.search(r"ferkit explain\b", command):
+                reason = "needs the explain extra, which the README's install line does not install (test_explain.py)"
             elif re.search(r"ferkit serve\b", command):
                 reason = "starts a server that runs until Ctrl-C (tests/test_serve*.py run it)"
             else:

@@ -558,7 +558,7 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
                    f"flip-TTA {card.metrics['flip_tta_accuracy']:.4f}, macro-F1 {card.metrics['macro_f1']:.4f}")
 
 
-@main.command(short_help="Grad-CAM overlays per face, or class visualisations (explain extra).")
+@main.command(short_help="Where a model looks: Grad-CAM per face, class images.")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for the overlay PNGs, faces.csv and explain.json (or the class grids).")
