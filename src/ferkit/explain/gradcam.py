@@ -37,6 +37,40 @@ MAX_SIDE = 2048
 
 
 @dataclass
+class Heat:
+    """Heat over one face's crop only: ``patch`` (float32 in [0, 1]) placed at (``x``, ``y``) in the working image.
+    Why a patch: a face's crop is a small part of a photo, so heat per face and member stays the size of the face,
+    not of the photo (a 2048 px photo with 20 faces would otherwise hold 20 full-size maps per member)."""
+
+    x: int
+    y: int
+    patch: np.ndarray
+
+    def paste(self, canvas: np.ndarray) -> None:
+        """Draw into ``canvas`` (the working image's shape), keeping the larger value where heat overlaps."""
+        h, w = self.patch.shape
+        np.maximum(canvas[self.y:self.y + h, self.x:self.x + w], self.patch,
+                   out=canvas[self.y:self.y + h, self.x:self.x + w])
+
+    def full(self, shape: tuple[int, ...]) -> np.ndarray:
+        canvas = np.zeros(shape[:2], np.float32)
+        self.paste(canvas)
+        return canvas
+
+    @staticmethod
+    def weighted(parts: list[tuple[float, Heat]]) -> Heat:
+        """The weighted sum of heats (weights summing to 1), over the rectangle that holds them all."""
+        x0, y0 = min(h.x for _, h in parts), min(h.y for _, h in parts)
+        x1 = max(h.x + h.patch.shape[1] for _, h in parts)
+        y1 = max(h.y + h.patch.shape[0] for _, h in parts)
+        out = np.zeros((y1 - y0, x1 - x0), np.float32)
+        for weight, h in parts:
+            ph, pw = h.patch.shape
+            out[h.y - y0:h.y - y0 + ph, h.x - x0:h.x - x0 + pw] += weight * h.patch
+        return Heat(x0, y0, out)
+
+
+@dataclass
 class FaceExplanation:
     """One face: where it is, which class was explained, how likely the model(s) found it, and its heat."""
 
@@ -51,9 +85,21 @@ class FaceExplanation:
     """Per member: name, weight, its probability for the class, whether it has that class (and so a CAM)."""
     regions: list[np.ndarray]
     """Each member's crop as 4x2 corners in working-image pixels: where its heat can be."""
-    heat: np.ndarray = field(repr=False)
-    """HxW float32 in [0, 1] over the working image, zero outside the crops."""
-    member_heat: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    shape: tuple[int, ...]
+    """The working image's shape."""
+    heat_patch: Heat | None = field(default=None, repr=False)
+    """The (weighted average) heat over this face's crops; None when no member has the class."""
+    member_patches: dict[str, Heat] = field(default_factory=dict, repr=False)
+
+    @property
+    def heat(self) -> np.ndarray:
+        """HxW float32 in [0, 1] over the working image, zero outside the crops."""
+        return self.heat_patch.full(self.shape) if self.heat_patch else np.zeros(self.shape[:2], np.float32)
+
+    @property
+    def member_heat(self) -> dict[str, np.ndarray]:
+        """Each member's heat for this face, as full-size maps like :attr:`heat`."""
+        return {name: h.full(self.shape) for name, h in self.member_patches.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return {"box": list(self.box), "target": self.target, "probability": round(self.probability, 4),
@@ -80,14 +126,15 @@ class Explanation:
         """The heat of every face (their maximum where crops overlap), HxW float32 over the working image."""
         heat = np.zeros(self.image.shape[:2], np.float32)
         for face in self.faces:
-            np.maximum(heat, face.heat, out=heat)
+            if face.heat_patch is not None:
+                face.heat_patch.paste(heat)
         return heat
 
     def member_heat(self, member: str) -> np.ndarray:
         heat = np.zeros(self.image.shape[:2], np.float32)
         for face in self.faces:
-            if member in face.member_heat:
-                np.maximum(heat, face.member_heat[member], out=heat)
+            if member in face.member_patches:
+                face.member_patches[member].paste(heat)
         return heat
 
     def overlay(self, member: str | None = None, caption: bool = True) -> np.ndarray:
@@ -169,8 +216,7 @@ class Explainer:
             scores = self._combine([dict(zip(m.card.labels, map(float, p[i]))) for m, p in zip(self.members, probs)])
             predicted = max(scores, key=scores.get)
             faces.append(FaceExplanation(to_original(det, scale, width, height).box, self.target or predicted,
-                                         scores[self.target or predicted], predicted, scores, [], [],
-                                         np.zeros(image.shape[:2], np.float32)))
+                                         scores[self.target or predicted], predicted, scores, [], [], image.shape))
         for member, cam, x, p in zip(self.members, self._cams, inputs, probs):
             card = member.card
             has = [f.target in card.labels for f in faces]
@@ -178,17 +224,17 @@ class Explainer:
             maps = cam(x[idx], [ClassifierOutputTarget(card.labels.index(faces[i].target)) for i in idx]) if idx else []
             regions = [crop_region(d, card.crop_policy, card.align, card.crop_margin).corners() for d in found]
             for k, i in enumerate(idx):
-                faces[i].member_heat[member.name] = _to_image(maps[k], found[i], card, regions[i], image.shape)
+                faces[i].member_patches[member.name] = _to_image(maps[k], found[i], card, regions[i], image.shape)
             for i, face in enumerate(faces):
                 face.regions.append(regions[i])
                 face.members.append({"name": member.name, "weight": member.weight, "has_class": has[i],
                                      "probability": round(float(p[i][card.labels.index(face.target)]), 4)
                                      if has[i] else None})
         for face in faces:
-            used = [m for m in self.members if m.name in face.member_heat]
+            used = [m for m in self.members if m.name in face.member_patches]
             total = sum(m.weight for m in used)
-            for m in used:
-                face.heat += face.member_heat[m.name] * (m.weight / total)
+            if used:
+                face.heat_patch = Heat.weighted([(m.weight / total, face.member_patches[m.name]) for m in used])
         return faces
 
     def _combine(self, per_member: list[dict[str, float]]) -> dict[str, float]:
@@ -201,15 +247,21 @@ class Explainer:
         return {k: v / total for k, v in out.items()}
 
 
-def _to_image(cam: np.ndarray, detection: Detection, card, region: np.ndarray, shape) -> np.ndarray:
+def _to_image(cam: np.ndarray, detection: Detection, card, region: np.ndarray, shape) -> Heat:
     """A CAM in crop pixels warped into the image through the inverse of the crop's affine map (rotation
-    included), and cut to the crop's own rectangle (bilinear sampling would smear it a crop pixel beyond)."""
+    included), over the crop's bounding rectangle, and cut to the crop itself (bilinear sampling would smear it a
+    crop pixel beyond)."""
+    x0, y0 = (max(0, int(np.floor(v))) for v in region.min(axis=0))
+    x1, y1 = min(shape[1], int(np.ceil(region[:, 0].max())) + 1), min(shape[0], int(np.ceil(region[:, 1].max())) + 1)
+    if x1 <= x0 or y1 <= y0:
+        return Heat(0, 0, np.zeros((0, 0), np.float32))
     m = crop_matrix(detection, card.crop_policy, card.input_size, card.align, card.crop_margin)
-    heat = cv2.warpAffine(np.ascontiguousarray(cam, np.float32), m, (shape[1], shape[0]),
+    m = np.hstack([m[:, :2], (m[:, 2] + m[:, :2] @ np.array([x0, y0], float))[:, None]])  # patch -> crop pixels
+    heat = cv2.warpAffine(np.ascontiguousarray(cam, np.float32), m, (x1 - x0, y1 - y0),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    inside = np.zeros(shape[:2], np.uint8)
-    cv2.fillPoly(inside, [np.round(region).astype(np.int32)], 1)
-    return np.clip(heat, 0, 1) * inside
+    inside = np.zeros(heat.shape, np.uint8)
+    cv2.fillPoly(inside, [np.round(region - [x0, y0]).astype(np.int32)], 1)
+    return Heat(x0, y0, np.clip(heat, 0, 1) * inside)
 
 
 def _union(label_lists) -> list[str]:
@@ -230,4 +282,4 @@ def explain(image: str | os.PathLike | np.ndarray, model: str | os.PathLike = "d
     return Explainer(model, detector, target).explain(image)
 
 
-__all__ = ["Explainer", "Explanation", "FaceExplanation", "Member", "explain"]
+__all__ = ["Explainer", "Explanation", "FaceExplanation", "Heat", "Member", "explain"]
