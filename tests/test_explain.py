@@ -238,3 +238,14 @@ def test_class_visualisation_raises_each_class_well_above_its_start(tmp_path):
         assert p["probability"] > max(0.8, p["start_probability"] + 0.5), (label, p)
     done = _ferkit("explain", str(need(PHOTOS / PHOTO)), "--classes", "--out", str(out))
     assert done.returncode == 1 and done.stderr.strip().startswith("ferkit: error: --classes draws each class")
+
+
+def test_torch_model_without_torch_is_one_line_naming_the_extra():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from ferkit.errors import MissingExtraError\n"
+            "from ferkit.explain import torch_model\n"
+            "try:\n    torch_model('default')\nexcept MissingExtraError as e:\n    print(e)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    assert "needs the 'explain' extra: pip install \"ferkit[explain]\"" in done.stdout

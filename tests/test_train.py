@@ -429,3 +429,12 @@ def test_a_checkpoint_torn_between_weights_and_state_is_refused(tmp_path, small_
     (run / "last.safetensors").unlink()
     with pytest.raises(RunError, match="has no last.safetensors"):
         fit(cfg, run, resume=True, progress=False)
+
+
+def test_a_gpu_hardware_record_names_the_gpu():
+    from ferkit.train.card import hardware_text
+
+    record = {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3", "cpu": "AMD EPYC 9454", "cpu_cores": 16,
+              "precision": "bf16"}
+    assert hardware_text(record) == "NVIDIA H100 80GB HBM3 (cuda), bf16"
+    assert hardware_text({**record, "device": "cpu", "gpu": None, "precision": "fp32"}) == "AMD EPYC 9454 (16 cores), fp32"

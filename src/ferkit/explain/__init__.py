@@ -22,7 +22,8 @@ _WHERE = {"explain": "gradcam", "Explainer": "gradcam", "Explanation": "gradcam"
 def __getattr__(name: str) -> Any:
     if name not in _WHERE:
         raise AttributeError(f"module 'ferkit.explain' has no attribute {name!r}")
-    require("explain", f"ferkit.explain.{name}")
+    if name != "torch_model":  # it needs torch only, and says so itself
+        require("explain", f"ferkit.explain.{name}")
     import importlib
 
     return getattr(importlib.import_module(f"ferkit.explain.{_WHERE[name]}"), name)

@@ -70,9 +70,13 @@ def load_members(model: str | os.PathLike) -> tuple[str, list[Member]]:
 def torch_model(package: str | os.PathLike):
     """The torch model (fp32, eval mode) of a model package, built from its card's architecture with its
     ``weights.safetensors``; one MissingExtraError line when torch is not installed."""
-    from ferkit.extras import require
+    try:
+        import safetensors  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        from ferkit.errors import missing_extra
 
-    require("explain", "the torch model of a package")
+        raise missing_extra("explain", "the torch model of a package (ferkit.explain.torch_model)") from None
     from ferkit.models.from_package import load_package_model
 
     return load_package_model(package)[0]
