@@ -30,7 +30,7 @@ def test_portrait_has_one_face_with_a_full_distribution(recognizer):
     face = result.faces[0]
     x, y, w, h = face.box
     assert 0 <= x < x + w <= result.width and 0 <= y < y + h <= result.height
-    assert list(face.scores) == recognizer.runtime.labels
+    assert list(face.scores) == recognizer.labels
     assert sum(face.scores.values()) == pytest.approx(1.0, abs=1e-5)
     assert face.emotion == max(face.scores, key=face.scores.get) and face.confidence == face.scores[face.emotion]
     assert face.group in ("positive", "neutral", "negative")

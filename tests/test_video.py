@@ -243,16 +243,15 @@ def test_clips_train_and_predict_from_the_cli(tmp_path):
 
 
 def test_embedding_is_the_penultimate_layer_of_the_shipped_int8_graph():
-    from ferkit.runtime import ModelRuntime
-    from ferkit.video.embedding import FaceEmbedder
+    from ferkit.classify import load_classifier
 
     faces = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
              for f in sorted((need(DATA / "fer2013") / "test" / "happy").glob("*.jpg"))[:4]]
-    runtime = ModelRuntime()
-    embedder = FaceEmbedder(runtime)
-    e = embedder.embed(faces)
+    classifier = load_classifier("default")
+    e = classifier.embed(faces)
     assert e.shape == (4, 256) and (e >= 0).all()  # after the head's ReLU
-    assert runtime.session.get_outputs()[0].name == "logits" and len(runtime.session.get_outputs()) == 1
+    session = classifier.runtime.session  # the classifying session is untouched: one output, the logits
+    assert session.get_outputs()[0].name == "logits" and len(session.get_outputs()) == 1
 
 
 def test_timeline_draws_runs_of_seconds_not_every_second():

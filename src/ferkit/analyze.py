@@ -179,7 +179,7 @@ def run_analysis(paths: Sequence[str | os.PathLike], recognizer: Recognizer, jou
     if journal is not None:
         summary.results = [ImageResult.from_dict(r) for r in journal.records.values()]
         write_json(journal.out_dir / "results.json", summary.results)
-        write_csv(journal.out_dir / "faces.csv", summary.results, recognizer.runtime.labels)
+        write_csv(journal.out_dir / "faces.csv", summary.results, recognizer.labels)
     return summary
 
 

@@ -8,7 +8,7 @@ Three measurements, all with the models and settings a user would run:
 2. folder (all photos in one call, as ``ferkit analyze`` does: images decoded and detected in parallel threads
    when the detector allows it, faces of 16 images classified per model call): images/s and faces/s;
 3. classification only: batches of real face crops (the photos' own, repeated to fill the batch) through
-   ModelRuntime (preprocessing + ONNX Runtime), faces/s per batch size, up to MAX_BATCH faces per batch.
+   the classifier (preprocessing + ONNX Runtime + its TTA), faces/s per batch size, up to MAX_BATCH faces per batch.
 
 One warm-up pass over the photos comes first and is not counted; it also finds the unreadable files. Photos are
 streamed, never all held: memory does not grow with their number (tests/test_memory.py).
@@ -25,13 +25,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ferkit.classify import Classifier, Crops, FaceCrops, n_faces
 from ferkit.errors import UserInputError
 from ferkit.recognizer import Recognizer, iter_image_paths
 
 STAGES = ("decode", "detect", "align_crop", "classify")
 STAGE_NAMES = {"decode": "decode", "detect": "detect", "align_crop": "align + crop", "classify": "classify"}
 MAX_BATCH = 4096
-"""Largest classification-only batch: ONNX Runtime is called 256 crops at a time (ModelRuntime.batch_size), so a
+"""Largest classification-only batch: ONNX Runtime is called 256 crops at a time (Classifier.batch_size), so a
 larger batch measures the same faces/s, only for longer (--batches 100000 would take minutes)."""
 
 
@@ -45,6 +46,7 @@ class BenchReport:
     model: str
     detector: str
     threads: int | None
+    tta: str
     photos: int
     repeat: int
     faces: int
@@ -70,39 +72,46 @@ def machine_info() -> dict[str, str | int | None]:
             "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
 
 
-def face_crops(recognizer: Recognizer, files: Sequence[str | os.PathLike], limit: int) -> list[np.ndarray]:
-    """Up to ``limit`` crops the model sees (cropped as the model card asks), from the photos in turn, each decoded
-    at the Recognizer's working size and released before the next. When no photo has a face, centre crops of the
-    photos stand in, so the model can still be timed."""
-    from ferkit.faces import detect_and_crop
+def face_crops(recognizer: Recognizer, files: Sequence[str | os.PathLike], limit: int) -> FaceCrops | list[np.ndarray]:
+    """Up to ``limit`` faces as the classifier sees them (cropped once per crop spec it needs), from the photos in
+    turn, each decoded at the Recognizer's working size and released before the next. When no photo has a face,
+    centre crops of the photos stand in (given to every crop spec), so the model can still be timed."""
     from ferkit.io import read_image
 
-    crops: list[np.ndarray] = []
+    specs = recognizer.classifier.crop_specs
+    crops: FaceCrops = {spec: [] for spec in specs}
     centres: list[np.ndarray] = []
     for f in files:
         image = read_image(f, "rgb", recognizer.max_side)
-        crops.extend(detect_and_crop(image, recognizer.detector, **recognizer.crop_args)[1])
-        if len(crops) >= limit:
+        for spec, faces in recognizer.classifier.crop(image, recognizer.detector.detect(image)).items():
+            crops[spec].extend(faces)
+        if n_faces(crops) >= limit:
             break
-        if not crops and len(centres) < 16:
+        if not n_faces(crops) and len(centres) < 16:
             side = min(image.shape[:2])
             centres.append(image[:side, :side].copy())
-    return crops[:limit] or centres
+    return {spec: faces[:limit] for spec, faces in crops.items()} if n_faces(crops) else centres
 
 
-def classify_throughput(runtime, crops: Sequence[np.ndarray], batch: int, min_seconds: float = 1.0,
+def classify_throughput(classifier: Classifier, crops: Crops, batch: int, min_seconds: float = 1.0,
                         min_calls: int = 3) -> dict[str, float]:
-    """faces/s of ``runtime.predict_proba`` on batches of ``batch`` crops (cycled from ``crops``), timed over at
-    least ``min_calls`` calls and ``min_seconds`` seconds after one warm-up call. Includes preprocessing (resize,
-    normalise) and softmax, as in real use."""
-    if not crops:
+    """faces/s of ``classifier.predict_proba`` on batches of ``batch`` faces (cycled from ``crops``: a list, or a
+    FaceCrops dict of one list per crop spec), timed over at least ``min_calls`` calls and ``min_seconds`` seconds
+    after one warm-up call. Includes preprocessing (resize, normalise), the classifier's TTA and softmax, as in real
+    use."""
+    n = n_faces(crops)
+    if not n:
         raise ValueError("no face crops to classify")
-    data = [crops[i % len(crops)] for i in range(batch)]
-    runtime.predict_proba(data)  # warm-up
+
+    def cycled(faces: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [faces[i % n] for i in range(batch)]
+
+    data = {s: cycled(f) for s, f in crops.items()} if isinstance(crops, dict) else cycled(crops)
+    classifier.predict_proba(data)  # warm-up
     calls, t0 = 0, time.perf_counter()
     elapsed = 0.0
     while calls < min_calls or elapsed < min_seconds:
-        runtime.predict_proba(data)
+        classifier.predict_proba(data)
         calls += 1
         elapsed = time.perf_counter() - t0
     return {"batch": batch, "calls": calls, "ms_per_batch": 1000 * elapsed / calls,
@@ -120,7 +129,7 @@ def bench_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, repe
         raise UserInputError("repeat must be at least 1")
     if not batches or min(batches) < 1 or max(batches) > MAX_BATCH:
         raise UserInputError(f"batch sizes must be 1 to {MAX_BATCH} faces, not {','.join(map(str, batches))} "
-                             f"(ONNX Runtime runs {recognizer.runtime.batch_size} at a time: a larger batch only "
+                             f"(ONNX Runtime runs {recognizer.classifier.batch_size} at a time: a larger batch only "
                              "takes longer)")
     files, failed = [], []
     # the warm-up (files into the OS cache, the model's first call) also finds the unreadable files
@@ -163,11 +172,11 @@ def bench_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, repe
               "workers": recognizer.workers}
 
     crops = face_crops(recognizer, files, max(batches))
-    classify = [classify_throughput(recognizer.runtime, crops, b, min_seconds)
+    classify = [classify_throughput(recognizer.classifier, crops, b, min_seconds)
                 for b in tqdm(batches, desc="classify", unit="batch size", disable=not progress)]
 
     return BenchReport(model=recognizer.model_name, detector=recognizer.detector.name,
-                       threads=recognizer.runtime.session.get_session_options().intra_op_num_threads or None,
+                       threads=recognizer.classifier.threads, tta=recognizer.tta,
                        photos=n, repeat=repeat, faces=faces, failed=failed, stage_ms=stage_ms, photo_ms=photo_ms,
                        faces_per_s=faces / sum(per_photo), images_per_s=n / sum(per_photo), folder=folder,
                        classify=classify, machine=machine_info())
@@ -176,7 +185,7 @@ def bench_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, repe
 def format_report(r: BenchReport) -> str:
     """The report as a plain-text table."""
     threads = r.threads or f"all ({r.machine.get('cores')})"
-    lines = [f"ferkit bench: model {r.model}, detector {r.detector}, ONNX Runtime threads {threads}",
+    lines = [f"ferkit bench: model {r.model}, detector {r.detector}, TTA {r.tta}, ONNX Runtime threads {threads}",
              f"{r.photos} photos, {r.faces} faces, each photo run {r.repeat}x alone (median taken), after a warm-up",
              "", f"{'stage':<22}{'ms/photo':>10}{'share':>8}"]
     total = sum(r.stage_ms.values()) or 1.0
@@ -194,5 +203,5 @@ def format_report(r: BenchReport) -> str:
               f"{'classification only':<22}{'batch':>8}{'ms/batch':>12}{'faces/s':>12}"]
     for c in r.classify:
         lines.append(f"{'':<22}{c['batch']:>8d}{c['ms_per_batch']:>12.2f}{c['faces_per_s']:>12.0f}")
-    lines.append("(classification = preprocessing + ONNX Runtime + softmax on real face crops)")
+    lines.append(f"(classification = preprocessing + ONNX Runtime + softmax on real face crops, TTA {r.tta})")
     return "\n".join(lines)

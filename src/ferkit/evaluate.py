@@ -17,20 +17,9 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from ferkit.errors import UserInputError
-from ferkit.io import atomic_write, colour_mode
-from ferkit.labels import Grouping, grouping as get_grouping
-
-
-def _grouped_probs(probs: np.ndarray, model_labels: Sequence[str], target: Grouping) -> np.ndarray:
-    """Sum model probabilities into the grouping's labels (columns of dropped labels are removed, rows renormalised)."""
-    out = np.zeros((probs.shape[0], len(target.labels)), dtype=np.float64)
-    index = {lab: i for i, lab in enumerate(target.labels)}
-    for j, lab in enumerate(model_labels):
-        t = target.target_of(lab)
-        if t is not None:
-            out[:, index[t]] += probs[:, j]
-    sums = out.sum(axis=1, keepdims=True)
-    return np.divide(out, sums, out=np.full_like(out, 1.0 / out.shape[1]), where=sums > 0)
+from ferkit.io import atomic_write
+from ferkit.labels import grouping as get_grouping, map_probs
+from ferkit.runtime import DEFAULT_TTA
 
 
 def metrics_report(true_labels: Sequence[str], probs: np.ndarray, model_labels: Sequence[str],
@@ -46,7 +35,7 @@ def metrics_report(true_labels: Sequence[str], probs: np.ndarray, model_labels: 
     truths = list(true_labels)
     if grouping is not None:
         g = get_grouping(grouping)
-        probs = _grouped_probs(probs, labels, g)
+        probs = map_probs(probs, labels, g)
         mapped = [g.target_of(t) for t in truths]
         dropped = Counter(t for t, m in zip(truths, mapped) if m is None)
         keep = [m is not None for m in mapped]
@@ -145,12 +134,11 @@ def save_confusion_plots(report: dict[str, Any], out_dir: str | os.PathLike, tit
 FACES_MODES = ("none", "detect", "auto")
 
 
-def _face_crop_or_none(recognizer, image: np.ndarray) -> np.ndarray | None:
-    """The largest detected face cropped as the model expects, or None when no face is found."""
-    from ferkit.faces import crop_face
-
+def _face_crops_or_none(recognizer, image: np.ndarray):
+    """The largest detected face cropped as the classifier needs (once per crop spec), or None when no face is
+    found."""
     detections = recognizer.detector.detect(image)
-    return crop_face(image, detections[0], **recognizer.crop_args) if detections else None
+    return recognizer.classifier.crop(image, detections[:1]) if detections else None
 
 
 def choose_split(dataset, split: str | None) -> str:
@@ -169,9 +157,9 @@ def choose_split(dataset, split: str | None) -> str:
 
 
 def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "default", split: str | None = None,
-                     grouping: str | None = None, tta: str = "none", ferplus_mode: str = "majority",
+                     grouping: str | None = None, tta: str = DEFAULT_TTA, ferplus_mode: str = "majority",
                      faces: str = "none", detector: str = "auto", progress: bool = False) -> dict[str, Any]:
-    """Run a model package over a dataset and report metrics (the engine behind `ferkit evaluate`).
+    """Run a model or ensemble package over a dataset and report metrics (the engine behind `ferkit evaluate`).
 
     ``faces``: 'none' when the images are face crops already; 'detect' to find the largest face in each (whole
     photos), cropped with the model card's policy; 'auto' detects only in images more than twice the model's input
@@ -181,47 +169,54 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
     """
     from tqdm import tqdm
 
+    from ferkit.classify import load_classifier
     from ferkit.data import decode, open_dataset
-    from ferkit.runtime import ModelRuntime
 
     if faces not in FACES_MODES:
         raise UserInputError(f"faces must be one of {FACES_MODES}, not {faces!r}")
     recognizer = None
     if faces == "none":
-        runtime = ModelRuntime(model, tta=tta)
+        classifier = load_classifier(model, tta=tta)
     else:
         from ferkit.recognizer import Recognizer
 
         recognizer = Recognizer(model, detector, tta=tta)
-        runtime = recognizer.runtime
+        classifier = recognizer.classifier
     dataset = open_dataset(data, ferplus_mode)
     split = choose_split(dataset, split)
     entries = dataset.split(None if split == "all" else split)
     if not entries:
         present = ", ".join(s or "no split" for s in dataset.splits) or "none: no labelled images"
         raise UserInputError(f"{data}: no entries in split {split!r} (splits present: {present})")
-    mode = colour_mode(runtime.card.channels) if recognizer is None else "rgb"
+    specs = classifier.crop_specs
+    mode = specs[0].channels if recognizer is None and all(s.channels == specs[0].channels for s in specs) else "rgb"
+    input_size = max(s.size for s in specs)
     problems: list = dataset.problems(None if split == "all" else split)
     truths: list[str] = []
     probs: list[np.ndarray] = []
-    batch: list[np.ndarray] = []
+    batch: dict = {spec: [] for spec in specs}
     no_face = 0
 
     def flush() -> None:
-        if batch:
-            probs.append(runtime.predict_proba(batch))
-            batch.clear()
+        if batch[specs[0]]:
+            probs.append(classifier.predict_proba(batch))
+            for crops in batch.values():
+                crops.clear()
 
     for sample in tqdm(decode(entries, mode, problems), total=len(entries), disable=not progress, desc="evaluate"):
         image = sample.image
-        if recognizer is not None and (faces == "detect" or max(image.shape[:2]) > 2 * runtime.card.input_size):
-            image = _face_crop_or_none(recognizer, image)
-            if image is None:
+        if recognizer is not None and (faces == "detect" or max(image.shape[:2]) > 2 * input_size):
+            crops = _face_crops_or_none(recognizer, image)
+            if crops is None:
                 no_face += 1
                 continue
+            for spec in specs:
+                batch[spec].extend(crops[spec])
+        else:  # a face crop already: every crop spec gets it as it is
+            for spec in specs:
+                batch[spec].append(image)
         truths.append(sample.label)
-        batch.append(image)
-        if len(batch) >= runtime.batch_size:
+        if len(batch[specs[0]]) >= classifier.batch_size:
             flush()
     flush()
     skipped: dict[str, Any] = dict(dataset.ignored)
@@ -229,9 +224,9 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
         skipped["unreadable"] = len(problems)
     if no_face:
         skipped["no_face"] = no_face
-    report = metrics_report(truths, np.concatenate(probs) if probs else np.zeros((0, len(runtime.labels))),
-                            runtime.labels, grouping, skipped)
+    report = metrics_report(truths, np.concatenate(probs) if probs else np.zeros((0, len(classifier.labels))),
+                            classifier.labels, grouping, skipped)
     report["problems"] = [f"{p.reason}" for p in problems]
-    report.update({"model": str(runtime.folder), "data": str(data), "split": split, "grouping": grouping, "tta": tta,
+    report.update({"model": str(getattr(classifier, "folder", classifier.name)), "data": str(data), "split": split, "grouping": grouping, "tta": tta,
                    "faces": faces})
     return report

@@ -2,8 +2,8 @@
 
 Resume semantics (``ferkit analyze`` and ``ferkit rank`` share them, and the journal):
 
-- The first line records the settings that shape results: the model (its name and a digest of its ONNX graph and
-  card), the resolved detector, ``min_face``, ``max_faces`` and ``tta``. A rerun with other settings is refused with
+- The first line records the settings that shape results: the model (its name and a digest of its ONNX graph(s) and
+  card(s): a package re-exported into the same folder is another model), the resolved detector, ``min_face``, ``max_faces`` and ``tta``. A rerun with other settings is refused with
   one line naming the setting that changed; ``force=True`` (``--force``) starts over: the old records, and the
   annotated images they named, are dropped.
 - Each finished image adds one line: its result, the file's size and mtime (taken before it was read) and the name
@@ -17,7 +17,6 @@ Resume semantics (``ferkit analyze`` and ``ferkit rank`` share them, and the jou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -29,7 +28,6 @@ from filelock import FileLock, Timeout
 
 from ferkit.errors import UserInputError
 from ferkit.io import atomic_write
-from ferkit.packages import CARD_NAME, GRAPH_NAME
 
 JOURNAL = "results.jsonl"
 ANNOTATED = "annotated"
@@ -48,22 +46,12 @@ def file_key(path: str | os.PathLike) -> list[int]:
     return [st.st_size, st.st_mtime_ns]
 
 
-def _package_digest(folder: Path) -> str:
-    """sha256 of a model package's graph and card: a package re-exported into the same folder is another model."""
-    h = hashlib.sha256()
-    for name in (GRAPH_NAME, CARD_NAME):
-        with open(folder / name, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:16]
-
-
 def recognizer_settings(recognizer: Any) -> dict[str, Any]:
     """The settings of a Recognizer that change its results (threads, workers and batching do not)."""
-    runtime = recognizer.runtime
-    return {"model": runtime.card.name, "model_digest": _package_digest(Path(runtime.folder)),
+    classifier = recognizer.classifier
+    return {"model": classifier.name, "model_digest": classifier.digest(),
             "detector": recognizer.detector.name, "min_face": recognizer.min_face,
-            "max_faces": recognizer.max_faces, "tta": runtime.tta}
+            "max_faces": recognizer.max_faces, "tta": recognizer.tta}
 
 
 def _changed(out_dir: Path, old: dict[str, Any] | None, new: dict[str, Any]) -> str | None:

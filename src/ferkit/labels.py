@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
+
 from ferkit.errors import UserInputError
 
 FER2013_7: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -142,23 +145,34 @@ def grouping(name: str) -> Grouping:
         raise UnknownLabelError(f"unknown grouping {name!r}; choose one of {sorted(GROUPINGS)}") from None
 
 
-def map_scores(scores: Mapping[str, float], target: str | Sequence[str] | Grouping, renormalise: bool = True) -> dict[str, float]:
-    """Map a probability dict from one label space into another, by name.
+def map_probs(probs: np.ndarray | Sequence[float], source: Sequence[str], target: str | Sequence[str] | Grouping,
+              renormalise: bool = True) -> np.ndarray:
+    """Probabilities in the label order ``source`` -> the label space ``target``, by name: the ONE way scores move
+    between label spaces in ferkit (evaluation groupings, ensembles of members with other label sets, distillation
+    targets, a face's positive/neutral/negative scores).
 
-    Probabilities of source labels that fall into the same target label are summed (e.g. angry+disgust+fear+sad
-    -> negative). Source labels with no place in the target (e.g. disgust when mapping into the 6-class space) are
-    dropped and, with ``renormalise``, the rest rescaled to sum to 1. Target labels the source lacks get 0.
+    ``probs`` is (N, len(source)) or one row (len(source),); the result has the same rank with len(target) columns.
+    Probabilities of source labels that fall into the same target label are summed (e.g. angry+disgust+fear+sad ->
+    negative). Source labels with no place in the target (disgust in the 6-class space) are dropped and, with
+    ``renormalise``, each row is rescaled to sum to 1 (a row left with nothing becomes uniform). Target labels the
+    source lacks get 0.
     """
     g = target if isinstance(target, Grouping) else Grouping("custom", space(target))
-    out = dict.fromkeys(g.labels, 0.0)
-    for label, p in scores.items():
+    p = np.asarray(probs, dtype=np.float64)
+    rows = p.reshape(1, -1) if p.ndim == 1 else p
+    if rows.shape[1] != len(source):
+        raise ValueError(f"probabilities have {rows.shape[1]} columns but {len(source)} source labels")
+    to = np.zeros((len(source), len(g.labels)))
+    column = {lab: i for i, lab in enumerate(g.labels)}
+    for j, label in enumerate(source):
         t = g.target_of(label)
         if t is not None:
-            out[t] += float(p)
-    total = sum(out.values())
-    if renormalise and total > 0:
-        out = {k: v / total for k, v in out.items()}
-    return out
+            to[j, column[t]] = 1.0
+    out = rows @ to
+    if renormalise:
+        sums = out.sum(axis=1, keepdims=True)
+        out = np.divide(out, sums, out=np.full_like(out, 1.0 / out.shape[1]), where=sums > 0)
+    return out[0] if p.ndim == 1 else out
 
 
 def argmax_label(scores: Mapping[str, float]) -> str:

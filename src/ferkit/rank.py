@@ -193,7 +193,7 @@ def rank_paths(paths: Sequence[str | os.PathLike], recognizer: Recognizer, out: 
     """Analyse files and folders (resumable with ``out``) and rank the photos; with ``out``, write ranking.csv and
     contact_sheet.jpg there next to analyze's results.jsonl/results.json/faces.csv, all under the folder's lock.
     ``force`` as in :func:`ferkit.analyze.analyze_paths`."""
-    target = resolve_target(by, recognizer.runtime.labels)
+    target = resolve_target(by, recognizer.labels)
     if weight not in WEIGHTS:
         raise ValueError(f"weight must be one of {WEIGHTS}, not {weight!r}")
     if out is None:

@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import UserInputError
-from ferkit.faces import crop_face, get_detector
+from ferkit.classify import Classifier, FaceCrops, load_classifier, n_faces
+from ferkit.faces import get_detector
 from ferkit.faces.detection import Detection, make_detection
-from ferkit.io import ImageError, MemoryBudget, colour_mode, decode_image
+from ferkit.io import ImageError, MemoryBudget, decode_image
 from ferkit.results import Face, ImageResult
-from ferkit.runtime import ModelRuntime
+from ferkit.runtime import DEFAULT_TTA
 
 Source = str | os.PathLike | np.ndarray
 
@@ -52,13 +53,14 @@ class _Pending:
     """The working image, kept only for :meth:`Recognizer.analyze_with_images`; None otherwise or when it failed."""
     detections: list[Detection]
     """In original-image pixels."""
-    crops: list[np.ndarray]
+    crops: FaceCrops
+    """Each face cropped once per crop spec of the classifier."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Time spent per stage on this image (summed into Recognizer.timings by the thread that classifies)."""
 
     @property
     def nbytes(self) -> int:
-        return (self.image.nbytes if self.image is not None else 0) + sum(c.nbytes for c in self.crops)
+        return (self.image.nbytes if self.image is not None else 0) + sum(c.nbytes for cs in self.crops.values() for c in cs)
 
 
 def to_original(detection: Detection, scale: float, width: int, height: int) -> Detection:
@@ -72,13 +74,15 @@ def to_original(detection: Detection, scale: float, width: int, height: int) -> 
 
 
 class Recognizer:
-    """Detect faces and classify their expressions with a model package.
+    """Detect faces and classify their expressions with a model or ensemble package.
 
-    model: a shipped model name ('default') or a package folder. detector: 'auto', 'dlib', 'haar', 'mediapipe' or
+    model: a shipped model name ('default'), a model or ensemble package folder, or a
+    :class:`ferkit.classify.Classifier`. detector: 'auto', 'dlib', 'haar', 'mediapipe' or
     a Detector. min_face: ignore faces whose box is smaller than this many pixels on its shorter side. max_faces:
-    keep only the largest N faces of each image. tta: 'flip' (default) averages each face with its mirror image:
-    on FER2013 PrivateTest it adds 0.7 points of accuracy to the default model (docs/BENCHMARKS.md) for about 2 ms
-    per photo, next to ~55 ms of face detection; 'none' classifies the crop alone. workers: images decoded and
+    keep only the largest N faces of each image. tta: 'flip' (default, ``ferkit.runtime.DEFAULT_TTA``) averages each
+    face with its mirror image: on FER2013 PrivateTest it adds 0.7 points of accuracy to the default model
+    (docs/BENCHMARKS.md) for about 2 ms per photo, next to ~55 ms of face detection; 'none' classifies the crop
+    alone; 'tencrop' averages ten shifted and mirrored views (10x the classification cost). workers: images decoded and
     detected at the same time, in threads (default: one per core), when the detector allows it (dlib does:
     ``Detector.concurrent``); a list or folder then runs ~2x faster on two cores, a single image is unaffected.
     images_per_batch, batch_bytes, decode_bytes: the memory bounds of the module docstring. max_side: the working
@@ -89,14 +93,14 @@ class Recognizer:
     """
 
     def __init__(self, model: str | os.PathLike = "default", detector: str | object = "auto", min_face: int = 0,
-                 max_faces: int | None = None, tta: str = "flip", threads: int | None = None,
+                 max_faces: int | None = None, tta: str = DEFAULT_TTA, threads: int | None = None,
                  images_per_batch: int = 16, workers: int | None = None, batch_bytes: int = 64 * MiB,
                  decode_bytes: int = 512 * MiB, max_side: int | None = None) -> None:
         if workers is not None and workers < 1:
             raise UserInputError(f"workers must be at least 1, not {workers}")
         if images_per_batch < 1 or batch_bytes < 1:
             raise UserInputError("images_per_batch and batch_bytes must be positive")
-        self.runtime = ModelRuntime(model, threads=threads, tta=tta)
+        self.classifier: Classifier = load_classifier(model, tta=tta, threads=threads)
         self.detector = get_detector(detector)
         self.min_face = min_face
         self.max_faces = max_faces
@@ -107,13 +111,26 @@ class Recognizer:
         self.workers = (workers or os.cpu_count() or 1) if getattr(self.detector, "concurrent", False) else 1
         self._pool: ThreadPoolExecutor | None = None
         self.timings: dict[str, float] = defaultdict(float)
-        card = self.runtime.card
-        self.crop_args = dict(policy=card.crop_policy, size=card.input_size, channels=colour_mode(card.channels),
-                              align=card.align, margin=card.crop_margin)
 
     @property
     def model_name(self) -> str:
-        return self.runtime.card.name
+        return self.classifier.name
+
+    @property
+    def labels(self) -> list[str]:
+        return self.classifier.labels
+
+    @property
+    def tta(self) -> str:
+        return self.classifier.tta
+
+    def classify(self, image: np.ndarray, detections: list[Detection], tta: str | None = None) -> list[dict[str, float]]:
+        """Scores (label -> probability) of each detected face of ``image``, cropped as the classifier needs."""
+        return self.classifier.predict(self.classifier.crop(image, detections), tta)
+
+    def embed(self, image: np.ndarray, detections: list[Detection]) -> np.ndarray:
+        """(faces, D) face embeddings of the detected faces of ``image`` (:meth:`Classifier.embed`)."""
+        return self.classifier.embed(self.classifier.crop(image, detections))
 
     def close(self) -> None:
         """Stop the detection threads (waiting for the images they are on). The Recognizer stays usable: a later
@@ -141,9 +158,10 @@ class Recognizer:
             return result
         return list(self.analyze_iter(x))
 
-    def analyze_iter(self, sources: Iterable[Source]) -> Iterator[ImageResult]:
-        """Results in input order; each image is released once its faces are cropped."""
-        for result, _ in self._run(sources, keep_images=False):
+    def analyze_iter(self, sources: Iterable[Source], tta: str | None = None) -> Iterator[ImageResult]:
+        """Results in input order; each image is released once its faces are cropped. ``tta``: this call's
+        test-time augmentation (default: the Recognizer's)."""
+        for result, _ in self._run(sources, keep_images=False, tta=tta):
             yield result
 
     def analyze_with_images(self, sources: Iterable[Source]) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
@@ -155,17 +173,18 @@ class Recognizer:
         """
         yield from self._run(sources, keep_images=True)
 
-    def _run(self, sources: Iterable[Source], keep_images: bool) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
+    def _run(self, sources: Iterable[Source], keep_images: bool,
+             tta: str | None = None) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
         batch: list[_Pending] = []
         held = 0
         for pending in self._detected(sources, keep_images):
             batch.append(pending)
             held += pending.nbytes
             if len(batch) >= self.images_per_batch or held >= self.batch_bytes:
-                yield from self._classify(batch)
+                yield from self._classify(batch, tta)
                 batch, held = [], 0
         if batch:
-            yield from self._classify(batch)
+            yield from self._classify(batch, tta)
 
     def _detected(self, sources: Iterable[Source], keep_images: bool) -> Iterator[_Pending]:
         """Images decoded, detected and cropped, in input order; with several workers, at most ``2 * workers``
@@ -206,35 +225,36 @@ class Recognizer:
                 decoded = decode_image(source, "rgb", self.max_side, self._decode_budget)
                 image, scale, width, height = decoded.pixels, decoded.scale, decoded.width, decoded.height
         except ImageError as exc:
-            return _Pending(ImageResult(name, 0, 0, [], error=str(exc)), None, [], [])
+            return _Pending(ImageResult(name, 0, 0, [], error=str(exc)), None, [], {})
         t1 = time.perf_counter()
         found = [(d, to_original(d, scale, width, height)) for d in self.detector.detect(image)]
         found = [(d, o) for d, o in found if min(o.box[2], o.box[3]) >= self.min_face]
         if self.max_faces is not None:
             found = found[: self.max_faces]
         t2 = time.perf_counter()
-        crops = [crop_face(image, d, **self.crop_args) for d, _ in found]
+        crops = self.classifier.crop(image, [d for d, _ in found])
         t3 = time.perf_counter()
         return _Pending(ImageResult(name, width, height, [], self.model_name, self.detector.name),
                         image if keep_image else None, [o for _, o in found], crops,
                         {"decode": t1 - t0, "detect": t2 - t1, "align_crop": t3 - t2})
 
-    def _classify(self, pending: list[_Pending]) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
-        crops = [c for p in pending for c in p.crops]
+    def _classify(self, pending: list[_Pending],
+                  tta: str | None = None) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
+        crops = {spec: [c for p in pending for c in p.crops.get(spec, [])] for spec in self.classifier.crop_specs}
         for p in pending:
             for stage, seconds in p.seconds.items():
                 self.timings[stage] += seconds
         t0 = time.perf_counter()
-        scores = self.runtime.predict(crops)
+        scores = self.classifier.predict(crops, tta)
         self.timings["classify"] += time.perf_counter() - t0
-        self.timings["faces"] += len(crops)
+        self.timings["faces"] += n_faces(crops)
         self.timings["images"] += len(pending)
         i = 0
         for p in pending:
             for det in p.detections:
                 p.result.faces.append(Face(tuple(int(v) for v in det.box), scores[i], dict(det.landmarks), det.score))
                 i += 1
-            image, p.image, p.crops = p.image, None, []  # the caller's reference is the last one
+            image, p.image, p.crops = p.image, None, {}  # the caller's reference is the last one
             yield p.result, image
 
 

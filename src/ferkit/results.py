@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ferkit.labels import GROUP_OF, map_scores
+from ferkit.labels import GROUP_OF, VALENCE_3, map_probs
 
 
 @dataclass
@@ -38,7 +38,7 @@ class Face:
 
     @property
     def group_scores(self) -> dict[str, float]:
-        return map_scores(self.scores, "3")
+        return dict(zip(VALENCE_3, map(float, map_probs(list(self.scores.values()), list(self.scores), "3"))))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -7,16 +7,21 @@ Everything here runs with the core install (no torch), which is why packages liv
 from ferkit.packages.package import (
     CARD_NAME,
     GRAPH_NAME,
+    KINDS,
     TORCH_WEIGHTS_NAME,
     WEIGHTS_DIR,
     ModelCard,
     PackageError,
+    card_kind,
     parse_architecture,
     read_card,
+    read_raw_card,
+    resolve_folder,
     resolve_package,
     shipped_models,
     write_card,
 )
 
-__all__ = ["CARD_NAME", "GRAPH_NAME", "TORCH_WEIGHTS_NAME", "WEIGHTS_DIR", "ModelCard", "PackageError",
-           "parse_architecture", "read_card", "resolve_package", "shipped_models", "write_card"]
+__all__ = ["CARD_NAME", "GRAPH_NAME", "KINDS", "TORCH_WEIGHTS_NAME", "WEIGHTS_DIR", "ModelCard", "PackageError",
+           "card_kind", "parse_architecture", "read_card", "read_raw_card", "resolve_folder", "resolve_package",
+           "shipped_models", "write_card"]

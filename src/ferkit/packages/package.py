@@ -23,6 +23,7 @@ from ferkit.labels import canonical
 from ferkit.errors import UserInputError
 
 CARD_NAME = "card.json"
+KINDS = ("model", "ensemble")
 GRAPH_NAME = "model.onnx"
 TORCH_WEIGHTS_NAME = "weights.safetensors"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -123,8 +124,9 @@ def write_card(folder: str | os.PathLike, card: ModelCard) -> Path:
     return atomic_write(Path(folder) / CARD_NAME, lambda tmp: tmp.write_text(card.to_json()))
 
 
-def read_card(folder: str | os.PathLike) -> ModelCard:
-    """The card of a package folder; PackageError (one line) for a missing, unparsable or inconsistent card."""
+def read_raw_card(folder: str | os.PathLike) -> dict[str, Any]:
+    """A package's card.json as a dict (a model's or an ensemble's); PackageError (one line) when it is missing or
+    unparsable."""
     path = Path(folder) / CARD_NAME
     try:
         raw = json.loads(path.read_text())
@@ -135,6 +137,26 @@ def read_card(folder: str | os.PathLike) -> ModelCard:
     if not isinstance(raw, dict):
         raise PackageError(f"{path}: a model card is a JSON object (name, labels, input_size, ...), "
                            f"not a {type(raw).__name__}")
+    return raw
+
+
+def card_kind(folder: str | os.PathLike) -> str:
+    """'model' (one ONNX graph) or 'ensemble' (members under members/): the card's ``kind``, 'model' when absent."""
+    kind = read_raw_card(folder).get("kind", "model")
+    if kind not in KINDS:
+        raise PackageError(f"{Path(folder) / CARD_NAME}: unknown package kind {kind!r}; expected one of "
+                           f"{', '.join(KINDS)}")
+    return kind
+
+
+def read_card(folder: str | os.PathLike) -> ModelCard:
+    """The card of a model package; PackageError (one line) for a missing, unparsable or inconsistent card, or for
+    an ensemble (read by :func:`ferkit.packages.ensemble.read_ensemble_card`)."""
+    path = Path(folder) / CARD_NAME
+    raw = read_raw_card(folder)
+    if raw.get("kind", "model") != "model":
+        raise PackageError(f"{folder}: a package of kind {raw.get('kind')!r}, not one model; load it with "
+                           f"ferkit.classify.load_classifier (every command's --model accepts it)")
     missing = [k for k in ("name", "labels") if k not in raw]
     if missing:
         raise PackageError(f"{path}: model card has no {' or '.join(missing)}")
@@ -151,18 +173,25 @@ def shipped_models() -> list[str]:
     return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / CARD_NAME).is_file())
 
 
-def resolve_package(model: str | os.PathLike) -> Path:
-    """A package folder from a shipped name ('default') or a path (folder, or its model.onnx)."""
+def resolve_folder(model: str | os.PathLike) -> Path:
+    """A package folder (a model's or an ensemble's) from a shipped name ('default') or a path (a folder, or a
+    model's model.onnx)."""
     p = Path(model)
     if p.is_file() and p.suffix == ".onnx":
         p = p.parent
     if p.is_dir():
-        folder = p
-    elif (WEIGHTS_DIR / str(model)).is_dir():
-        folder = WEIGHTS_DIR / str(model)
-    else:
-        raise PackageError(f"model {str(model)!r} is neither a package folder nor a shipped model "
-                           f"(shipped: {', '.join(shipped_models()) or 'none'})")
+        return p
+    if (WEIGHTS_DIR / str(model)).is_dir():
+        return WEIGHTS_DIR / str(model)
+    raise PackageError(f"model {str(model)!r} is neither a package folder nor a shipped model "
+                       f"(shipped: {', '.join(shipped_models()) or 'none'})")
+
+
+def resolve_package(model: str | os.PathLike) -> Path:
+    """The folder of one model package (see :func:`resolve_folder`), which must hold its ONNX graph."""
+    folder = resolve_folder(model)
     if not (folder / GRAPH_NAME).is_file():
+        if (folder / CARD_NAME).is_file() and card_kind(folder) != "model":
+            read_card(folder)  # says it is an ensemble and how to load it
         raise PackageError(f"{folder}: model package has no {GRAPH_NAME}")
     return folder

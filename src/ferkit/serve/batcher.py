@@ -29,6 +29,7 @@ class _Item:
     image: np.ndarray
     source: str
     future: asyncio.Future
+    tta: str | None = None
 
 
 class Batcher:
@@ -59,9 +60,9 @@ class Batcher:
                 pass
         self._thread.shutdown(wait=True, cancel_futures=True)
 
-    async def submit(self, image: np.ndarray, source: str) -> ImageResult:
+    async def submit(self, image: np.ndarray, source: str, tta: str | None = None) -> ImageResult:
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Item(image, source, future))
+        await self._queue.put(_Item(image, source, future, tta))
         return await future
 
     async def _next_batch(self) -> list[_Item]:
@@ -90,7 +91,7 @@ class Batcher:
                 continue
             t0 = time.perf_counter()
             try:
-                results = await loop.run_in_executor(self._thread, self._analyze, [item.image for item in batch])
+                results = await loop.run_in_executor(self._thread, self._analyze, batch)
             except Exception as exc:  # a bug below must fail these requests, not stop the batcher for good
                 for item in batch:
                     if not item.future.done():
@@ -103,5 +104,11 @@ class Batcher:
                 if not item.future.done():
                     item.future.set_result(result)
 
-    def _analyze(self, images: list[np.ndarray]) -> list[ImageResult]:
-        return list(self.recognizer.analyze_iter(images))
+    def _analyze(self, batch: list[_Item]) -> list[ImageResult]:
+        """Results in batch order; items asking for different TTA modes go through the model in one call per mode."""
+        results: list[ImageResult | None] = [None] * len(batch)
+        for tta in dict.fromkeys(item.tta for item in batch):
+            idx = [i for i, item in enumerate(batch) if item.tta == tta]
+            for i, result in zip(idx, self.recognizer.analyze_iter([batch[i].image for i in idx], tta=tta)):
+                results[i] = result
+        return results  # type: ignore[return-value]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ferkit.errors import UserInputError
+from ferkit.runtime import DEFAULT_TTA, TTA_MODES
 
 
 @dataclass
@@ -21,6 +22,8 @@ class ServeConfig:
     port: int = 8000
     models: tuple[str, ...] = ("default",)
     detector: str = "auto"
+    tta: str = DEFAULT_TTA
+    """Test-time augmentation of requests that name none (``?tta=`` picks one per request)."""
     api_key: str | None = None
     max_upload_mb: float = 20.0
     max_pixels: int = 50_000_000
@@ -35,6 +38,8 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         self.models = tuple(dict.fromkeys(self.models)) or ("default",)
+        if self.tta not in TTA_MODES:
+            raise UserInputError(f"serve: tta must be one of {', '.join(TTA_MODES)}, not {self.tta!r}")
         if self.api_key == "":
             self.api_key = None
         for name in ("max_upload_mb", "max_video_mb", "max_pixels", "max_files", "timeout_s", "max_batch"):

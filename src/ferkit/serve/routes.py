@@ -45,9 +45,16 @@ class ImageResultOut(BaseModel):
     status: int | None = Field(None, description="batch only: the HTTP status this file alone would have got")
 
 
+class MemberOut(BaseModel):
+    name: str
+    weight: float
+    labels: list[str]
+
+
 class ModelOut(BaseModel):
     name: str
     default: bool
+    kind: str = Field(description="model (one ONNX graph) or ensemble")
     labels: list[str]
     architecture: str
     parameters: int
@@ -55,6 +62,9 @@ class ModelOut(BaseModel):
     channels: int
     accuracy: float | None
     detector: str
+    tta: str = Field(description="the test-time augmentation of requests that name none")
+    method: str | None = Field(None, description="ensembles: vote, average, rank, accuracy or manual")
+    members: list[MemberOut] | None = Field(None, description="ensembles: the member models and their weights")
 
 
 class HealthOut(BaseModel):
@@ -78,6 +88,8 @@ BATCH_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "required": ["files"],
                                        "properties": {"files": {"type": "array", "items": IMAGE_BODY}}}}}}}
 MODEL_QUERY = Query(None, description="a loaded model's name (GET /v1/models); default: the server's first")
+TTA_QUERY = Query(None, description="test-time augmentation: none, flip or tencrop; default: the server's --tta "
+                                    "(flip unless set)")
 
 router = APIRouter()
 
@@ -126,17 +138,19 @@ async def read_single_upload(request: Request, filename: str | None) -> tuple[st
 @router.post("/v1/analyze", response_model=ImageResultOut, response_model_exclude_unset=True,
              openapi_extra=SINGLE_BODY, responses=_errors(400, 401, 408, 413, 415, 422),
              summary="Faces and emotions of one image (the JSON of `ferkit analyze`)")
-async def analyze(request: Request, model: str | None = MODEL_QUERY,
+async def analyze(request: Request, model: str | None = MODEL_QUERY, tta: str | None = TTA_QUERY,
                   filename: str | None = Query(None, description="name to report for a raw-body upload")) -> Any:
+    _service(request).check_tta(tta)
     name, data = await read_single_upload(request, filename)
-    return (await _service(request).analyze(data, name, model)).to_dict()
+    return (await _service(request).analyze(data, name, model, tta)).to_dict()
 
 
 @router.post("/v1/analyze/batch", response_model=list[ImageResultOut], response_model_exclude_unset=True,
              openapi_extra=BATCH_BODY, responses=_errors(400, 401, 408, 413, 415, 422),
              summary="Several images in one request: one slot each, a bad file reported in its own slot")
-async def analyze_batch(request: Request, model: str | None = MODEL_QUERY) -> Any:
+async def analyze_batch(request: Request, model: str | None = MODEL_QUERY, tta: str | None = TTA_QUERY) -> Any:
     service = _service(request)
+    service.check_tta(tta)
     if _media_type(request) != "multipart/form-data":
         raise APIError(415, "unsupported_type", "send the images as multipart/form-data, each in a field named "
                                                 "'files'")
@@ -149,7 +163,7 @@ async def analyze_batch(request: Request, model: str | None = MODEL_QUERY) -> An
         raise APIError(413, "too_many_files", f"{len(uploads)} files is over the limit of "
                                               f"{service.config.max_files} per request")
     return await service.analyze_many([(u.filename or f"file{i}", await _read(u)) for i, u in enumerate(uploads)],
-                                      model)
+                                      model, tta)
 
 
 @router.get("/v1/models", response_model=list[ModelOut], responses=_errors(401),

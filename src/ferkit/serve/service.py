@@ -16,6 +16,7 @@ import anyio
 import numpy as np
 
 from ferkit.io import ImageError, read_image
+from ferkit.runtime import TTA_MODES
 from ferkit.recognizer import Recognizer
 from ferkit.results import ImageResult
 from ferkit.serve.batcher import Batcher
@@ -23,6 +24,11 @@ from ferkit.serve.config import ServeConfig
 from ferkit.serve.errors import APIError
 from ferkit.serve.limits import check_image
 from ferkit.serve.metrics import Metrics
+
+
+MODEL_FIELDS = ("kind", "labels", "architecture", "parameters", "input_size", "channels", "accuracy", "method",
+                "members")
+"""What GET /v1/models shows of each classifier's ``info()`` (method and members: ensembles only)."""
 
 
 class PixelBudget:
@@ -67,7 +73,7 @@ class AnalyzeService:
         self.recognizers: dict[str, Recognizer] = {}
         aliases: dict[str, str] = {}
         for model in config.models:
-            recognizer = Recognizer(model, config.detector, workers=config.workers)
+            recognizer = Recognizer(model, config.detector, workers=config.workers, tta=config.tta)
             self.recognizers.setdefault(recognizer.model_name, recognizer)
             aliases[str(model)] = recognizer.model_name
         self.aliases = {**aliases, **{name: name for name in self.recognizers}}
@@ -94,11 +100,9 @@ class AnalyzeService:
     def models(self) -> list[dict[str, Any]]:
         out = []
         for name, recognizer in self.recognizers.items():
-            card = recognizer.runtime.card
-            out.append({"name": name, "default": name == self.default_model, "labels": list(card.labels),
-                        "architecture": card.arch, "parameters": card.parameters,
-                        "input_size": card.input_size, "channels": card.channels,
-                        "accuracy": card.metrics.get("accuracy"), "detector": recognizer.detector.name})
+            info = recognizer.classifier.info()
+            out.append({"name": name, "default": name == self.default_model, "detector": recognizer.detector.name,
+                        "tta": recognizer.tta, **{k: info.get(k) for k in MODEL_FIELDS}})
         return out
 
     def resolve(self, model: str | None) -> str:
@@ -109,9 +113,17 @@ class AnalyzeService:
                                                  f"{', '.join(self.recognizers)} (see GET /v1/models)")
         return self.aliases[model]
 
-    async def analyze(self, data: bytes, name: str, model: str | None = None) -> ImageResult:
-        """One upload -> its ImageResult, or an APIError (empty, not an image, too large, corrupt)."""
+    def check_tta(self, tta: str | None) -> str | None:
+        if tta is not None and tta not in TTA_MODES:
+            raise APIError(400, "bad_tta", f"tta {tta!r} is not one of {', '.join(TTA_MODES)} (default: "
+                                           f"{self.config.tta}, the server's --tta)")
+        return tta
+
+    async def analyze(self, data: bytes, name: str, model: str | None = None, tta: str | None = None) -> ImageResult:
+        """One upload -> its ImageResult, or an APIError (empty, not an image, too large, corrupt). ``tta``: this
+        request's test-time augmentation (default: the server's)."""
         batcher = self.batchers[self.resolve(model)]
+        tta = self.check_tta(tta)
         if len(data) > self.config.max_upload_bytes:
             raise APIError(413, "too_large", f"{name}: {len(data):,} bytes is over the limit of "
                                              f"{self.config.max_upload_bytes:,} per image")
@@ -119,15 +131,17 @@ class AnalyzeService:
         assert self.budget is not None and self.decode_limiter is not None, "service not started"
         async with self.budget.hold(w * h):
             image = await anyio.to_thread.run_sync(decode, data, name, limiter=self.decode_limiter)
-            return await batcher.submit(image, name)
+            return await batcher.submit(image, name, tta)
 
-    async def analyze_many(self, uploads: list[tuple[str, bytes]], model: str | None = None) -> list[dict[str, Any]]:
+    async def analyze_many(self, uploads: list[tuple[str, bytes]], model: str | None = None,
+                           tta: str | None = None) -> list[dict[str, Any]]:
         """Several uploads, one slot each in order; a bad one holds its error and status, the rest are answered."""
-        self.resolve(model)  # an unknown model fails the whole request, not each slot
+        self.resolve(model)  # an unknown model or tta fails the whole request, not each slot
+        self.check_tta(tta)
 
         async def one(name: str, data: bytes) -> dict[str, Any]:
             try:
-                return (await self.analyze(data, name, model)).to_dict()
+                return (await self.analyze(data, name, model, tta)).to_dict()
             except APIError as exc:
                 slot = ImageResult(name, 0, 0, [], self.resolve(model), error=exc.message).to_dict()
                 slot["status"] = exc.status

@@ -6,7 +6,8 @@ more epochs for the same time. With ``flip`` the teacher's targets are the mean 
 so the student learns in one crop what the teacher only reaches with flip test-time augmentation.
 
 The teacher is any model package (ONNX + card), so a run is exported first (``ferkit export``). Labels travel by
-name: teacher probabilities are mapped into the student's label space with :func:`ferkit.labels.map_scores`.
+name: teacher probabilities are mapped into the student's label space with :func:`ferkit.labels.map_probs`. The
+teacher may be any classifier ``--model`` accepts, an ensemble package included.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from safetensors.torch import save_file
 
 from ferkit.io import atomic_write
-from ferkit.labels import map_scores
+from ferkit.labels import map_probs
 
 
 def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -33,15 +34,14 @@ def soften(probs: np.ndarray, temperature: float) -> np.ndarray:
 def teacher_probabilities(teacher: str, images: torch.Tensor, labels: Sequence[str], temperature: float = 1.0,
                           flip: bool = True) -> torch.Tensor:
     """Teacher probabilities (N, len(labels)) in the student's label order for uint8 images (N, C, H, W)."""
-    from ferkit.runtime import ModelRuntime
+    from ferkit.classify import load_classifier
 
-    runtime = ModelRuntime(teacher, tta="flip" if flip else "none")
+    classifier = load_classifier(teacher, tta="flip" if flip else "none")
     crops = [img.squeeze(-1) if img.shape[-1] == 1 else img for img in images.permute(0, 2, 3, 1).numpy()]
-    probs = soften(runtime.predict_proba(crops), temperature)
-    if list(runtime.labels) != list(labels):
-        probs = np.array([[m[lab] for lab in labels] for m in
-                          (map_scores(dict(zip(runtime.labels, row)), list(labels)) for row in probs)], np.float32)
-    return torch.from_numpy(probs)
+    probs = soften(classifier.predict_proba(crops), temperature)
+    if list(classifier.labels) != list(labels):
+        probs = map_probs(probs, classifier.labels, list(labels))
+    return torch.from_numpy(probs.astype(np.float32))
 
 
 def cached_teacher_probabilities(cache: Path, teacher: str, images: torch.Tensor, labels: Sequence[str],

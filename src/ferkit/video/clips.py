@@ -22,9 +22,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import UserInputError
-from ferkit.faces import crop_face
 from ferkit.io import atomic_write
-from ferkit.video.embedding import FaceEmbedder
 from ferkit.video.source import VideoSource, iter_video_paths
 
 KINDS = ("single", "group")
@@ -42,7 +40,6 @@ class ClipFeatures:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise UserInputError(f"descriptor kind must be one of {KINDS}, not {self.kind!r}")
-        self.embedder = FaceEmbedder(self.recognizer.runtime)
 
     def frame_embeddings(self, path: str | os.PathLike) -> list[np.ndarray]:
         """Per frame with a face: (faces, D) embeddings (only the largest face for ``single``)."""
@@ -57,7 +54,7 @@ class ClipFeatures:
                     continue
                 if self.kind == "single":
                     dets = [max(dets, key=lambda d: d.area)]
-                out.append(self.embedder.embed([crop_face(frame.rgb, d, **r.crop_args) for d in dets]))
+                out.append(r.embed(frame.rgb, dets))
         return out
 
     def describe(self, path: str | os.PathLike) -> np.ndarray | None:

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import UserInputError
-from ferkit.faces import crop_face
 from ferkit.faces.detection import Detection
 from ferkit.video import lecture as lecture_view
 from ferkit.video.results import FRAME_COLUMNS, GROUPS, FrameResult, PersonFace, VideoResult
@@ -85,7 +84,7 @@ def _moved(det: Detection, box: tuple[int, int, int, int]) -> Detection:
 class VideoRun:
     """Iterate to get each ``FrameResult``; ``result()`` finishes the video and returns the ``VideoResult``.
 
-    recognizer: a ``ferkit.Recognizer`` (its detector, min_face, crop settings and model runtime are used).
+    recognizer: a ``ferkit.Recognizer`` (its detector, min_face and classifier are used).
     source: a video path, a camera index (int) or a stream URL. out: a folder for the outputs (None: nothing is
     written). live: read the source as a live stream, dropping frames rather than falling behind (default: for
     camera indexes and stream URLs).
@@ -103,7 +102,7 @@ class VideoRun:
             live = isinstance(source, int) or str(source).startswith(LIVE_PREFIXES)
         camera = source if live else None
         self.source = VideoSource(None if camera is not None else source, camera, options.start, options.end)
-        self.labels = list(recognizer.runtime.labels)
+        self.labels = list(recognizer.labels)
         self.fps = self.source.fps
         self.stride = options.stride_for(self.fps)
         self.out = Path(out) if out is not None else None
@@ -285,8 +284,7 @@ class VideoRun:
                 dets.append(_moved(prev, t.box) if prev is not None else Detection(t.box))
         if not dets:
             return []
-        crops = [crop_face(frame.rgb, d, **r.crop_args) for d in dets]
-        scores = r.runtime.predict(crops)
+        scores = r.classify(frame.rgb, dets)
         faces = []
         for t, d, s in zip(tracked, dets, scores):
             person = persons.get(t.track_id)

@@ -4,14 +4,13 @@ Seed 004 (HSEmotion) uses the emotion network as a feature extractor: the D-dime
 layer describes a face better for clip-level classifiers than the 7 probabilities do. No retraining is needed: the
 graph is edited in memory (``onnx``) so the tensor that feeds the final Gemm/MatMul (after any int8
 Quantize/Dequantize pair) becomes an output named ``embedding``, and a second ONNX Runtime session serves it. This
-works for the shipped int8 default and for any package ``ferkit export`` writes.
+works for the shipped int8 default and for any package ``ferkit export`` writes. Callers get embeddings through
+:meth:`ferkit.classify.Classifier.embed`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
+from pathlib import Path
 
 from ferkit.errors import UserInputError, missing_extra
 from ferkit.packages import GRAPH_NAME
@@ -43,22 +42,12 @@ def embedding_graph(model_bytes: bytes) -> tuple[bytes, str]:
     return model.SerializeToString(), tensor
 
 
-class FaceEmbedder:
-    """Embeddings (N, D) of face crops with a ``ModelRuntime``'s package and preprocessing."""
+def embedding_session(folder: Path):
+    """(ONNX Runtime session, its input name, the embedding output's name) for a package folder's graph."""
+    import onnxruntime as ort
 
-    def __init__(self, runtime) -> None:
-        import onnxruntime as ort
-
-        self.runtime = runtime
-        graph, self.tensor = embedding_graph((runtime.folder / GRAPH_NAME).read_bytes())
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        if len(crops) == 0:
-            return np.zeros((0, 0), np.float32)
-        x = self.runtime.preprocess(crops)
-        out = self.session.run([self.tensor], {self.input_name: x})[0]
-        return out.reshape(len(crops), -1).astype(np.float32)
+    graph, tensor = embedding_graph((Path(folder) / GRAPH_NAME).read_bytes())
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    return session, session.get_inputs()[0].name, tensor
