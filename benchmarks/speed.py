@@ -199,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(HERE))
     from ferkit.bench import classify_throughput, face_crops
-    from ferkit.io import is_image_path, read_image
-    from ferkit.packages import read_card
+    from ferkit.io import is_image_path
 
     if a.files:
         files = list(a.files)
@@ -222,10 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ferkit ({det}) on {len(files)} photos...", file=sys.stderr)
         out, rec = run_ferkit(files, a.model, det, a.threads, a.repeat)
         first_rec = first_rec or rec
-        card = rec.runtime.card
-        tta = "flip TTA" if rec.runtime.tta == "flip" else "single crop"
-        classifier = (f"{card.name} ({card.parameters / 1e6:.2f}M params, {card.input_size}x{card.input_size}, "
-                      f"{tta})")
+        info = rec.classifier.info()
+        tta = "flip TTA" if rec.tta == "flip" else "single crop" if rec.tta == "none" else f"{rec.tta} TTA"
+        classifier = (f"{info['name']} ({info['parameters'] / 1e6:.2f}M params, {info['input_size']}x"
+                      f"{info['input_size']}, {tta})")
         rows.append({"tool": "ferkit", "label": f"ferkit ({det})", "detector": out["detector"],
                      "classifier": classifier, "summary": summarise(out["per_photo"]), **out})
     print(f"fer on {len(files)} photos...", file=sys.stderr)
@@ -234,9 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                  "classifier": "mini-Xception (quantised TFLite, 64x64)", "summary": summarise(fer["per_photo"]),
                  **fer})
 
-    images = [read_image(f) for f in files]
-    crops = face_crops(first_rec, images) or [img[: min(img.shape[:2]), : min(img.shape[:2])] for img in images]
-    ferkit_classify = [classify_throughput(first_rec.runtime, crops, b) for b in batches]
+    crops = face_crops(first_rec, files, max(batches))
+    ferkit_classify = [classify_throughput(first_rec.classifier, crops, b) for b in batches]
 
     import cv2
     import numpy as np
@@ -247,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     fer_row = next(r for r in rows if r["tool"] == "fer")
     speedup = fer_row["summary"]["p50"] / ferkit_default["p50"]
     folder_speedup = statistics.median(fer_row["folder_seconds"]) / statistics.median(rows[0]["folder_seconds"])
-    card = read_card(first_rec.runtime.folder)
+    card = first_rec.classifier.info()
     try:
         photos_dir = os.path.relpath(a.photos if not a.files else Path(files[0]).parent, HERE.parent.parent)
     except ValueError:
@@ -255,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     data = {
         "command": "python benchmarks/speed.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "photos": len(files), "photos_dir": photos_dir, "threads": a.threads, "repeat": a.repeat,
-        "rows": rows, "ferkit_model": f"{card.name} ({card.parameters / 1e6:.2f}M params, "
-                                      f"{'flip TTA' if first_rec.runtime.tta == 'flip' else 'single crop'})",
+        "rows": rows, "ferkit_model": f"{card['name']} ({card['parameters'] / 1e6:.2f}M params, "
+                                      f"{'flip TTA' if first_rec.tta == 'flip' else first_rec.tta + ' TTA'})",
         "ferkit_classify": ferkit_classify, "fer_classify": fer["classify"],
         "aims": {"speedup": speedup, "speedup_met": speedup >= AIM_SPEEDUP,
                  "folder_speedup": folder_speedup, "folder_speedup_met": folder_speedup >= AIM_SPEEDUP,
