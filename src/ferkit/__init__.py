@@ -18,6 +18,10 @@ def __getattr__(name: str):
         from ferkit.recognizer import Recognizer
 
         return Recognizer
+    if name == "load_classifier":
+        from ferkit.classify import load_classifier
+
+        return load_classifier
     if name in ("Face", "ImageResult"):
         from ferkit import results
 
@@ -25,4 +29,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'ferkit' has no attribute {name!r}")
 
 
-__all__ = ["Face", "ImageResult", "Recognizer", "__version__"]
+__all__ = ["Face", "ImageResult", "Recognizer", "__version__", "load_classifier"]

@@ -513,7 +513,7 @@ def _models_table(folders: list[Path]) -> str:
     return "\n".join(lines + ["", "labels and architecture:"] + label_lines)
 
 
-@main.command(short_help="The shipped models (or given packages): labels, size, scores, members.")
+@main.command(short_help="Shipped or given models and ensembles: labels, size, scores.")
 @click.argument("packages", nargs=-1, type=click.Path())
 def models(packages: tuple[str, ...]) -> None:
     """List the shipped model packages, or the model and ensemble PACKAGES given: labels, size, accuracy (split,

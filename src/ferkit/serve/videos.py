@@ -135,7 +135,7 @@ class VideoJobs:
         if model not in self._recognizers:
             from ferkit.recognizer import Recognizer
 
-            self._recognizers[model] = Recognizer(model, self.config.detector, workers=1)
+            self._recognizers[model] = Recognizer(model, self.config.detector, workers=1, tta=self.config.tta)
         return self._recognizers[model]
 
     def _run(self, job: Job) -> None:

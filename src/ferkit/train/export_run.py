@@ -80,5 +80,5 @@ def evaluate_card_metrics(package: Path, data: str, split: str | None) -> dict[s
         metrics[f"{key}top2_accuracy"] = round(report["top2_accuracy"], 4)
         metrics[f"{key}n"] = report["n"]
         metrics[f"{key}command"] = (f"ferkit evaluate {data} --split {split} --model {package.name}"
-                                    + (" --tta flip" if tta == "flip" else ""))
+                                    + f" --tta {tta}")
     return metrics
