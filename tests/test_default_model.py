@@ -28,8 +28,10 @@ def test_default_package_is_small_and_documented(card):
 
 def test_card_metrics_match_a_fresh_evaluate(card, fer2013, tmp_path):
     out = tmp_path / "eval.json"
+    # the card's single-crop numbers, reproduced by its own command (evaluate's default TTA is flip)
+    assert card.metrics["command"].endswith("--tta none")
     result = CliRunner().invoke(main, ["evaluate", str(fer2013), "--split", "PrivateTest", "--model", "default",
-                                       "--json", str(out)])
+                                       "--tta", "none", "--json", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     assert report["n"] == card.metrics["n"]
