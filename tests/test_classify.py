@@ -42,7 +42,8 @@ HS = ["happy", "sad"]
 
 
 def test_average_is_the_unweighted_mean():
-    out = combine([np.array([[0.6, 0.4]]), np.array([[0.2, 0.8]])], [HS, HS], HS, "average", member_weights("average", 2))
+    probs = [np.array([[0.6, 0.4]]), np.array([[0.2, 0.8]])]
+    out = combine(probs, [HS, HS], HS, "average", member_weights("average", 2))
     np.testing.assert_allclose(out, [[0.4, 0.6]], rtol=1e-6)
 
 

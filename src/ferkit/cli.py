@@ -573,16 +573,17 @@ def ensemble_build(models_: tuple[str, ...], method: str, weights: list[float] |
 
     card = build_ensemble(list(models_), out, method, weights, selection, val, split, k, name, tta,
                           command="ferkit ensemble " + " ".join(sys.argv[2:]))
-    click.echo(f"wrote {out}: {len(card.members)} members ({', '.join(f'{m.name} {m.weight:.3g}' for m in card.members)}),"
-               f" method {card.method}, labels {', '.join(card.labels)}")
+    members = ", ".join(f"{m.name} {m.weight:.3g}" for m in card.members)
+    click.echo(f"wrote {out}: {len(card.members)} members ({members}), method {card.method}, labels "
+               f"{', '.join(card.labels)}")
     val_metrics = card.metrics.get("validation")
     if val_metrics:
         click.echo(f"validation {val_metrics['split']} (n={val_metrics['n']:,}, {tta} TTA): ensemble accuracy "
                    f"{val_metrics['accuracy']:.4f}; members " +
                    ", ".join(f"{Path(p).name} {a:.4f}" for p, a in val_metrics["members"].items()))
     if card.selection:
-        click.echo("accuracy vs k: " + ", ".join(f"{row['k']}: {row['accuracy']:.4f}" for row in card.selection["curve"])
-                   + f"; plot {Path(out) / card.selection['plot']}")
+        curve = ", ".join(f"{row['k']}: {row['accuracy']:.4f}" for row in card.selection["curve"])
+        click.echo(f"accuracy vs k: {curve}; plot {Path(out) / card.selection['plot']}")
 
 
 @main.command(short_help="Train a model from a YAML recipe (resumable).")

@@ -124,7 +124,8 @@ class Recognizer:
     def tta(self) -> str:
         return self.classifier.tta
 
-    def classify(self, image: np.ndarray, detections: list[Detection], tta: str | None = None) -> list[dict[str, float]]:
+    def classify(self, image: np.ndarray, detections: list[Detection],
+                 tta: str | None = None) -> list[dict[str, float]]:
         """Scores (label -> probability) of each detected face of ``image``, cropped as the classifier needs."""
         return self.classifier.predict(self.classifier.crop(image, detections), tta)
 
