@@ -169,33 +169,37 @@ def test_a_chosen_class_is_explained_for_every_face(photo):
 
 
 def _ensemble(tmp_path: Path) -> Path:
-    """An ensemble folder as `ferkit ensemble build` writes it (card kind: ensemble, members copied under
-    members/<name>/ with their weights): the default twice, the second cropped without
-    alignment and with a wider margin (so its CAMs differ), weights 0.75 / 0.25."""
-    ens = tmp_path / "ens"
-    a, b = ens / "members" / "a", ens / "members" / "b"
-    shutil.copytree(resolve_package("default"), a)
+    """`ferkit ensemble build` of the default and a copy of it cropped without alignment and with a wider margin
+    (so its CAMs differ), with manual weights 0.75 / 0.25."""
+    b = tmp_path / "b"
     shutil.copytree(resolve_package("default"), b)
     card = read_card(b)
-    card.align, card.crop_margin = False, 0.25
+    card.name, card.align, card.crop_margin = "b", False, 0.25
     write_card(b, card)
-    (ens / "card.json").write_text(json.dumps({
-        "kind": "ensemble", "name": "ens", "labels": card.labels, "method": "manual",
-        "members": [{"name": "a", "path": "members/a", "weight": 0.75},
-                    {"name": "b", "path": "members/b", "weight": 0.25}]}))
-    return ens
+    done = _ferkit("ensemble", "build", "default", str(b), "--method", "manual", "--weights", "0.75,0.25",
+                   "--out", str(tmp_path / "ens"))
+    assert done.returncode == 0, done.stderr
+    return tmp_path / "ens"
 
 
 def test_an_ensemble_explains_per_member_and_averages_by_weight(tmp_path, photo, default_result):
     from ferkit.explain import explain
 
-    result = explain(photo, model=_ensemble(tmp_path))
-    assert result.members == ["a", "b"] and len(result.faces) == 3
+    ens = _ensemble(tmp_path)
+    done = _ferkit("explain", str(photo), "--model", str(ens), "--out", str(tmp_path / "out"))
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "out" / "explain.json").read_text())[0]
+    stem = "face_recognition__obama_and_biden"
+    assert record["member_overlays"] == {"default": f"{stem}.default.png", "b": f"{stem}.b.png"}
+    assert all((tmp_path / "out" / name).is_file() for name in [record["overlay"], *record["member_overlays"].values()])
+    result = explain(photo, model=ens)
+    assert result.members == ["default", "b"] and len(result.faces) == 3
     for face, single in zip(result.faces, default_result.faces):
+        heat = face.member_heat
         assert face.box == single.box
-        assert np.allclose(face.member_heat["a"], single.heat, atol=1e-5)  # member a is the default itself
-        assert not np.allclose(face.member_heat["b"], face.member_heat["a"], atol=0.05)
-        assert np.allclose(face.heat, 0.75 * face.member_heat["a"] + 0.25 * face.member_heat["b"], atol=1e-5)
+        assert np.allclose(heat["default"], single.heat, atol=1e-5)  # the first member is the default itself
+        assert not np.allclose(heat["b"], heat["default"], atol=0.05)
+        assert np.allclose(face.heat, 0.75 * heat["default"] + 0.25 * heat["b"], atol=1e-5)
         pa, pb = (m["probability"] for m in face.members)
         assert face.probability == pytest.approx(0.75 * pa + 0.25 * pb, abs=1e-3)
         assert len(face.regions) == 2  # each member's crop

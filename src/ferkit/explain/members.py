@@ -7,12 +7,20 @@ member keeps its own card, so members with different crops, input sizes or chann
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferkit.packages import CARD_NAME, ModelCard, PackageError, resolve_package
+from ferkit.packages import (
+    CARD_NAME,
+    ModelCard,
+    card_kind,
+    member_folder,
+    read_card,
+    read_ensemble_card,
+    resolve_folder,
+    resolve_package,
+)
 
 
 @dataclass
@@ -28,30 +36,16 @@ class Member:
 
 
 def package_folders(model: str | os.PathLike) -> tuple[str, list[tuple[str, Path, float]]]:
-    """``(name, [(member name, package folder, weight), ...])`` for a package or an ensemble package."""
-    folder = Path(model)
-    card_path = folder / CARD_NAME
-    if folder.is_dir() and card_path.is_file():
-        try:
-            raw = json.loads(card_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise PackageError(f"{card_path}: unreadable card ({exc})") from None
-        if isinstance(raw, dict) and raw.get("kind") == "ensemble":
-            members = raw.get("members")
-            if not isinstance(members, list) or not members:
-                raise PackageError(f"{card_path}: an ensemble card lists its members ({{name, path, weight}})")
-            out = []
-            for m in members:
-                if not isinstance(m, dict) or not {"name", "path"} <= set(m):
-                    raise PackageError(f"{card_path}: each member needs a name and a path, not {m!r}")
-                out.append((str(m["name"]), resolve_package(folder / m["path"]), float(m.get("weight", 1.0))))
-            if sum(w for _, _, w in out) <= 0:
-                raise PackageError(f"{card_path}: the members' weights sum to {sum(w for _, _, w in out)}")
-            return str(raw.get("name") or folder.name), out
+    """``(name, [(member name, package folder, weight), ...])`` for a package or an ensemble package (read with
+    :func:`ferkit.packages.read_ensemble_card`; whatever its ``method``, its members' CAMs are averaged with the
+    card's weights)."""
+    folder = resolve_folder(model)
+    if (folder / CARD_NAME).is_file() and card_kind(folder) == "ensemble":
+        card = read_ensemble_card(folder)
+        return card.name, [(m.name, resolve_package(member_folder(folder, m)), m.weight) for m in card.members]
     resolved = resolve_package(model)
-    from ferkit.packages import read_card
-
-    return read_card(resolved).name, [(read_card(resolved).name, resolved, 1.0)]
+    name = read_card(resolved).name
+    return name, [(name, resolved, 1.0)]
 
 
 def load_members(model: str | os.PathLike) -> tuple[str, list[Member]]:
