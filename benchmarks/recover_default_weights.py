@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -94,7 +95,7 @@ def main() -> int:
     }
     write_card(package, card)
     out = HERE / "results" / "recovered_weights.json"
-    row = {"model": card.name, "data": str(args.data), "seconds": round(time.time() - t0, 1), **result,
+    row = {"model": card.name, "data": os.path.relpath(args.data, HERE.parent), "seconds": round(time.time() - t0, 1), **result,
            "size_mb": round((package / TORCH_WEIGHTS_NAME).stat().st_size / 1e6, 2)}
     atomic_write(out, lambda p: p.write_text(json.dumps(row, indent=2) + "\n"))
     print(f"wrote {package / TORCH_WEIGHTS_NAME} ({row['size_mb']} MB), {out}")
