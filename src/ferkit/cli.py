@@ -24,7 +24,7 @@ from ferkit.extras import require
 
 log = logging.getLogger("ferkit.cli")
 
-DETECTORS = ("auto", "dlib", "haar", "mediapipe", "mediapipe_short")
+DETECTORS = ("auto", "yunet", "dlib", "haar", "mediapipe", "mediapipe_short")
 """The face detector names (ferkit.faces.detector_names(); a test keeps the two equal), listed here so that
 `ferkit --help` does not import OpenCV."""
 
@@ -133,8 +133,25 @@ def model_option() -> Callable:
                             "package folder (`ferkit ensemble build`).")
 
 
-def detector_option(help: str = "Face detector (auto: dlib if installed, else mediapipe, else haar).") -> Callable:
-    return once_option("--detector", default="auto", type=click.Choice(DETECTORS, case_sensitive=False), help=help)
+class _DetectorOption(click.Option):
+    """``--detector``, whose help says which detector ``auto`` picks in this environment and why: worked out only
+    when that help is shown, so ``ferkit --help`` and every other command start without loading a detector."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.base_help = self.help
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        from ferkit.faces import auto_choice
+
+        name, why = auto_choice()
+        self.help = f"{self.base_help} auto = {name} here: {why}."
+        return super().get_help_record(ctx)
+
+
+def detector_option(help: str = "Face detector.") -> Callable:
+    return once_option("--detector", default="auto", type=click.Choice(DETECTORS, case_sensitive=False), help=help,
+                       cls=_DetectorOption)
 
 
 def min_face_option() -> Callable:
@@ -528,6 +545,10 @@ def models(packages: tuple[str, ...]) -> None:
         click.echo("no shipped models")
         return
     click.echo(_models_table([WEIGHTS_DIR / name for name in names]))
+    from ferkit.faces import auto_choice
+
+    detector, why = auto_choice()
+    click.echo(f"\nface detector: auto = {detector} here: {why}")
 
 
 @main.group(short_help="Combine model packages into an ensemble package.")
@@ -881,7 +902,7 @@ def clips() -> None:
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds.")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Use every K-th frame.")
 @click.option("--model", default="default", show_default=True, help="Model package whose embedding is used.")
-@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+@click.option("--detector", default="auto", show_default=True, help="auto, yunet, dlib, haar, mediapipe.")
 def clips_train(folder: str, out: str, classifier: str, group: bool, folds: int, every: int, model: str,
                 detector: str) -> None:
     """Train a clip classifier on FOLDER (one subfolder of video clips per class); prints a cross-validated report."""
@@ -913,7 +934,7 @@ def clips_train(folder: str, out: str, classifier: str, group: bool, folds: int,
 @click.option("--classifier", "classifier_dir", required=True, type=click.Path(file_okay=False),
               help="A folder written by `ferkit clips train`.")
 @click.option("--model", default="default", show_default=True, help="The model package the classifier was trained on.")
-@click.option("--detector", default="auto", show_default=True, help="auto, dlib, haar, mediapipe.")
+@click.option("--detector", default="auto", show_default=True, help="auto, yunet, dlib, haar, mediapipe.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the predictions as JSON.")
 def clips_predict(paths: tuple[str, ...], classifier_dir: str, model: str, detector: str,
                   json_out: str | None) -> None:

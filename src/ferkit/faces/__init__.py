@@ -22,13 +22,15 @@ from ferkit.faces.crop import (
     detect_and_crop,
     landmarks_in_crop,
 )
-from ferkit.faces import backend_dlib, backend_haar, backend_mediapipe  # noqa: F401  (they register themselves)
+from ferkit.faces import backend_dlib, backend_haar, backend_mediapipe, backend_yunet  # noqa: F401  (they register themselves)
 from ferkit.faces.detection import Detection
 from ferkit.faces.enhance import apply_clahe
+from ferkit.faces.files import detect_file
 from ferkit.faces.registry import (
     AUTO_ORDER,
     Detector,
     DetectorUnavailable,
+    auto_choice,
     available_detectors,
     detector_names,
     get_detector,
@@ -37,7 +39,7 @@ from ferkit.faces.registry import (
 
 __all__ = [
     "AUTO_ORDER", "CROP_POLICIES", "Detection", "Detector", "DetectorUnavailable", "Region", "align_face",
-    "apply_clahe", "available_detectors", "box_region", "crop_face", "crop_faces", "crop_matrix", "crop_policy_used",
-    "crop_region", "detect_and_crop", "detector_names", "eye_angle", "eyes_region", "get_detector",
-    "landmarks_in_crop", "region_matrix", "register_detector", "transform_points",
+    "apply_clahe", "auto_choice", "available_detectors", "box_region", "crop_face", "crop_faces", "crop_matrix",
+    "crop_policy_used", "crop_region", "detect_and_crop", "detect_file", "detector_names", "eye_angle",
+    "eyes_region", "get_detector", "landmarks_in_crop", "region_matrix", "register_detector", "transform_points",
 ]

@@ -4,18 +4,20 @@ Each backend module registers itself (``register_detector``) and :mod:`ferkit.fa
 this module never imports a backend, so imports flow one way. Backends (each imports its library only when
 constructed, and raises DetectorUnavailable, one line naming the pip package, when it is missing):
 
+- ``yunet``: OpenCV's YuNet CNN (5 landmarks incl. eyes), weights inside ferkit's wheel. Core (opencv>=4.8).
 - ``dlib``: dlib HOG detector + 5-point shape predictor (eye centres). ``pip install 'ferkit[faces]'``
 - ``haar``: OpenCV Haar cascade; eyes from the eye cascade when it finds a pair. Core (opencv-python-headless<5).
 - ``mediapipe``: MediaPipe BlazeFace full range (6 keypoints incl. eyes). ``pip install 'ferkit[mediapipe]'``
 - ``mediapipe_short``: BlazeFace short range (faces within ~2 m of the camera). Same install.
-- ``auto``: the first of AUTO_ORDER that is installed.
+- ``auto``: the first of AUTO_ORDER that is installed; :func:`auto_choice` says which and why.
 
-AUTO_ORDER comes from ``benchmarks/detectors.py`` on the 26 photos in shared/data/photos (faces found, false positives,
-ms per photo): see that script's output for the numbers behind it.
+AUTO_ORDER comes from ``benchmarks/detectors.py`` (recall, precision and ms per photo by face size, on the shared
+photos and on composed photos with exact boxes): see docs/BENCHMARKS.md for the numbers behind it.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import cv2
@@ -91,16 +93,19 @@ class Detector:
 
 _REGISTRY: dict[str, Callable[..., Detector]] = {}
 
-AUTO_ORDER: tuple[str, ...] = ("dlib", "mediapipe", "haar")
-"""Preference of ``auto``, from benchmarks/detectors.py on the 26 photos of shared/data/photos (43 faces counted by
-hand; 2-core CPU under load from a training run, so absolute ms are ~2x an idle machine's):
+AUTO_ORDER: tuple[str, ...] = ("yunet", "dlib", "mediapipe", "haar")
+"""Preference of ``auto``, from benchmarks/detectors.py (docs/BENCHMARKS.md, "Face detectors"):
 
-- dlib: 43/43 faces, 0 false positives, eyes on every face, ~70-90 ms per photo. Installs with numpy 2.
-- mediapipe (full range): 42/43 (misses a girl looking down in a 2000 px photo), 0 false positives, eyes on every
-  face, ~13 ms: 6x faster, but needs numpy<2, so it is rarely installed beside ferkit's training stack. Name it
-  explicitly for video and webcams.
-- haar: 38/43, 0 false positives (alt cascade), eyes on only 15 of 38 faces, ~160-210 ms; always installed.
+- yunet: at least dlib's recall on every face-size bucket (and far more below ~80 px in large photos, which dlib
+  only sees downscaled to 1024 px), several times faster than dlib and than fer's Haar cascade, eyes on every face.
+  Core: needs only OpenCV>=4.8, so every install has it.
+- dlib: HOG finds faces down to ~40 px only with a 2x upsampled pyramid, which makes it slower than fer on small
+  photos; frontal faces only. ``ferkit[faces]``.
+- mediapipe (full range): fast, but misses faces below ~40 px and needs numpy<2 (mediapipe 0.10.21, the last
+  release with its models inside the wheel, has wheels for Python<=3.12 only).
+- haar: always installed, the fewest faces and eyes on only a third of them.
 """
+
 
 
 def register_detector(name: str, factory: Callable[..., Detector]) -> None:
@@ -126,8 +131,30 @@ def available_detectors() -> list[str]:
     return ok
 
 
+@functools.lru_cache(maxsize=None)
+def auto_choice() -> tuple[str, str]:
+    """``(name, why)``: the backend ``auto`` picks here and one line saying why (for ``--help`` and ``ferkit models``).
+
+    Builds the candidates in AUTO_ORDER until one works (YuNet, the first, loads in a few ms); cached per process.
+    """
+    skipped = []
+    for candidate in AUTO_ORDER:
+        if candidate not in _REGISTRY:
+            continue
+        try:
+            _REGISTRY[candidate]()
+        except DetectorUnavailable as exc:
+            skipped.append(f"{candidate}: {exc}")
+            continue
+        why = "the first installed of " + " > ".join(AUTO_ORDER) + " (ranked by recall and speed, docs/BENCHMARKS.md)"
+        if skipped:
+            why += "; skipped " + "; ".join(skipped)
+        return candidate, why
+    return "none", "no face detector is installed: " + "; ".join(skipped)
+
+
 def get_detector(name: str | Detector = "auto", **kwargs: Any) -> Detector:
-    """A ready detector by name ('auto', 'dlib', 'haar', 'mediapipe', 'mediapipe_short'); a Detector passes through.
+    """A ready detector by name ('auto', 'yunet', 'dlib', 'haar', 'mediapipe', 'mediapipe_short'); a Detector passes through.
 
     ``kwargs`` go to the backend (e.g. ``max_side``, ``upsample`` for dlib, ``min_confidence`` for MediaPipe); with
     'auto' they go to whichever backend is picked, so pass only ``max_side`` there.
