@@ -13,7 +13,7 @@ in one call (ferkit's list API, as `ferkit analyze FOLDER` runs; fer one call pe
 median of --repeat passes.
 
 Threads: both get --threads (default: all cores): ferkit = ONNX Runtime intra-op threads + OpenCV threads + as many
-detection threads for a folder (dlib scans one image on one thread, so a single photo uses one core for detection);
+detection threads for a folder (dlib scans one image on one thread; the default YuNet runs on every core);
 fer = TensorFlow Lite interpreter threads + OpenCV threads (its Haar cascade scans one image on all of them).
 
 The mediapipe detector needs numpy<2, so its row comes from running this script in an environment with
@@ -40,7 +40,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PHOTOS = HERE.parent.parent / "shared" / "data" / "photos"
@@ -57,7 +56,7 @@ def pct(values, q):
 
 def summarise(per_photo: dict[str, dict]) -> dict:
     """per_photo: path -> {"ms": [runs], "boxes": [[x, y, w, h], ...]}; medians, then p50/p90/mean over photos."""
-    from detectors import GROUND_TRUTH, match
+    from detectors import GROUND_TRUTH, Case, score
 
     med = [statistics.median(r["ms"]) for r in per_photo.values()]
     faces = sum(len(r["boxes"]) for r in per_photo.values())
@@ -66,9 +65,9 @@ def summarise(per_photo: dict[str, dict]) -> dict:
         truth = GROUND_TRUTH.get(Path(path).name)
         if truth is None:
             continue
-        m = match([SimpleNamespace(box=tuple(b)) for b in r["boxes"]], truth)
-        found += m["status"].count("hit")
-        fps += m["status"].count("fp")
+        m = score(Case(path, "shared photos", points=truth["faces"], optional=truth["optional"]), r["boxes"])
+        found += sum(m["hit"])
+        fps += m["fp"]
         counted += len(truth["faces"])
     total_s = sum(med) / 1000
     return {"photos": len(med), "p50": pct(med, 50), "p90": pct(med, 90), "mean": statistics.mean(med),
@@ -128,7 +127,7 @@ def render(data: dict) -> str:
         "## Speed: ferkit vs fer, end to end on photos", "",
         (f"Measured with `{cmd}` in one run on {data['photos']} photos ({data['photos_dir']}), "
         f"{data['threads']} threads for both tools (ferkit: ONNX Runtime intra-op + OpenCV + one detection thread "
-        "per image in a folder, while dlib scans a single photo on one thread; fer: TensorFlow Lite interpreter + "
+        "per image in a folder; dlib scans a single photo on one thread, YuNet on all; fer: TensorFlow Lite interpreter + "
         "OpenCV, whose Haar cascade scans one photo on all threads). Each call takes a file path and returns every "
         "face with its emotion scores (decoding included). ms/photo: median of "
         f"{data['repeat']} timed calls per photo after a warm-up call, then p50/p90/mean over photos. faces/s = faces "
