@@ -437,7 +437,7 @@ def render(data: dict) -> str:
              f"Measured with `{data['command']}` in one run ({n_cases} photos: {data['n_shared']} shared photos with "
              f"faces counted by hand, {n_cases - data['n_shared']} composed with exact boxes; see the docstring of "
              "benchmarks/detectors.py for how they are made, matched and timed). `auto` is "
-             f"**{data['default']}** here ({data['default_why']}).", "",
+             f"**{data['default']}** here: {data['default_why']}.", "",
              "Recall (faces found / faces) and false positives by face side in the photo as given:", "",
              "| tool | " + " | ".join(f"{b} px" for b in buckets) + " | all | precision |",
              "|---|" + "---:|" * (len(buckets) + 2)]
