@@ -104,11 +104,13 @@ PHOTO_FACE_SIDE = {
     "dlib__2008_001009.jpg": 76, "dlib__2008_001322.jpg": 76, "dlib__2008_002079.jpg": 41,
     "dlib__2008_002470.jpg": 44, "dlib__Tom_Cruise_avp_2014_4.jpg": 447, "face_recognition__alex-lacamoire.png": 156,
     "face_recognition__alex_lacamoire1.jpg": 310, "face_recognition__alex_lacamoire_img1.jpg": 311,
-    "face_recognition__biden.jpg": 311, "face_recognition__biden2.jpg": 447, "face_recognition__johnsnow_test1.jpg": 181,
+    "face_recognition__biden.jpg": 311, "face_recognition__biden2.jpg": 447,
+    "face_recognition__johnsnow_test1.jpg": 181,
     "face_recognition__kit_harington_john1.jpeg": 126, "face_recognition__kit_harington_john2.jpeg": 181,
     "face_recognition__kit_with_rose.jpg": 88, "face_recognition__lin-manuel-miranda.png": 311,
     "face_recognition__obama-1080p.jpg": 259, "face_recognition__obama.jpg": 259, "face_recognition__obama1.jpg": 372,
-    "face_recognition__obama2.jpg": 311, "face_recognition__obama3.jpg": 310, "face_recognition__obama_and_biden.jpg": 180,
+    "face_recognition__obama2.jpg": 311, "face_recognition__obama3.jpg": 310,
+    "face_recognition__obama_and_biden.jpg": 180,
     "face_recognition__obama_partial_face.jpg": 186, "face_recognition__obama_partial_face2.jpg": 175,
     "face_recognition__rose_leslie_img1.jpg": 259, "face_recognition__rose_leslie_img2.jpg": 259,
     "face_recognition__two_people.jpg": 150,
@@ -413,8 +415,7 @@ def summarise(cases: list[Case], runs: list[dict]) -> dict:
                 t = table.setdefault(key or bucket(statistics.median(c.sides())), {"faces": 0, "hits": 0, "fp": 0})
                 t["fp"] += r["fp"]
             speed.setdefault(bucket(statistics.median(c.sides())), []).append(run["per_photo"][c.file]["ms"])
-        total = {"faces": sum(t["faces"] for t in by_bucket.values()), "hits": sum(t["hits"] for t in by_bucket.values()),
-                 "fp": sum(t["fp"] for t in by_bucket.values())}
+        total = {k: sum(t[k] for t in by_bucket.values()) for k in ("faces", "hits", "fp")}
         all_ms = [run["per_photo"][c.file]["ms"] for c in cases]
         out[run["tool"]] = {
             "detector": run["detector"], "by_bucket": by_bucket, "by_setting": by_setting, "total": total,
@@ -462,7 +463,8 @@ def render(data: dict) -> str:
     for t in tools:
         ms = s[t]["ms"]
         cells = [f"{ms[b]['p50']:.0f} / {ms[b]['p90']:.0f}" if b in ms else "-" for b in buckets]
-        lines.append(f"| {t} | " + " | ".join(cells) + f" | {s[t]['ms_all']['p50']:.0f} / {s[t]['ms_all']['p90']:.0f} |")
+        whole = s[t]["ms_all"]
+        lines.append(f"| {t} | " + " | ".join(cells) + f" | {whole['p50']:.0f} / {whole['p90']:.0f} |")
     lines.append("| photos | " + " | ".join(str(s[tools[0]]["ms"].get(b, {}).get("photos", 0)) for b in buckets)
                  + f" | {n_cases} |")
     if fer and default in s:

@@ -84,6 +84,22 @@ def test_eyes_are_the_persons_left_and_right():
         assert np.hypot(a[0] - b[0], a[1] - b[1]) < 0.06 * face.box[2]
 
 
+def test_eye_centres_come_from_dlib_when_the_faces_extra_is_installed():
+    """Biden tilts his head ~12.5 degrees (pupils); YuNet's own eye points say ~5, dlib's predictor on the same box
+    gets the pupils. Without the extra, YuNet's points are used and every face still has eyes."""
+    from ferkit.faces import eye_angle
+
+    img = read_image(need(PHOTOS) / "face_recognition__two_people.jpg")
+    raw = max(YuNetDetector(refine_eyes=False).detect(img), key=lambda d: d.box[0])
+    assert raw.eyes is not None and "mouth_left" in raw.landmarks
+    try:
+        refined_det = YuNetDetector(refine_eyes=True)
+    except Exception:  # noqa: BLE001  (no faces extra)
+        pytest.skip("dlib not installed")
+    refined = max(refined_det.detect(img), key=lambda d: d.box[0])
+    assert refined.box == raw.box and 10 < eye_angle(*refined.eyes) < 16 and eye_angle(*raw.eyes) < 8
+
+
 def test_reduced_jpeg_decoding_gives_the_same_boxes(tmp_path):
     """A 2333 px portrait and a 4K frame: decoded at 1/2 by DCT scaling, the boxes (in original pixels) stay within
     4% of a face's side of the full-size decode's, and no face is lost."""

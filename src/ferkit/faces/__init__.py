@@ -22,7 +22,8 @@ from ferkit.faces.crop import (
     detect_and_crop,
     landmarks_in_crop,
 )
-from ferkit.faces import backend_dlib, backend_haar, backend_mediapipe, backend_yunet  # noqa: F401  (they register themselves)
+# the backends register themselves
+from ferkit.faces import backend_dlib, backend_haar, backend_mediapipe, backend_yunet  # noqa: F401
 from ferkit.faces.detection import Detection
 from ferkit.faces.enhance import apply_clahe
 from ferkit.faces.files import detect_file

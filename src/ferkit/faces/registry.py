@@ -153,7 +153,8 @@ def auto_choice() -> tuple[str, str]:
 
 
 def get_detector(name: str | Detector = "auto", **kwargs: Any) -> Detector:
-    """A ready detector by name ('auto', 'yunet', 'dlib', 'haar', 'mediapipe', 'mediapipe_short'); a Detector passes through.
+    """A ready detector by name ('auto', 'yunet', 'dlib', 'haar', 'mediapipe', 'mediapipe_short'); a Detector
+    passes through.
 
     ``kwargs`` go to the backend (e.g. ``max_side``, ``upsample`` for dlib, ``min_confidence`` for MediaPipe); with
     'auto' they go to whichever backend is picked, so pass only ``max_side`` there.
