@@ -450,13 +450,16 @@ def _split_option(ctx: click.Context, param: click.Parameter, value: str | None)
                    "auto: detect only in images more than twice the model's input size.")
 @detector_option("Face detector for --faces detect/auto.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the full report as JSON.")
-@click.option("--plots", type=click.Path(file_okay=False), help="Write confusion matrices (PNG) into this folder.")
+@click.option("--plots", type=click.Path(file_okay=False),
+              help="Write confusion matrices and the reliability diagram (PNG) into this folder.")
 def evaluate(data_path: str, model: str, split: str | None, grouping: str | None, tta: str, ferplus_mode: str,
              faces: str, detector: str, json_out: str | None, plots: str | None) -> None:
-    """Accuracy, macro-F1, top-2, per-class P/R/F1 and confusion of a model on a labelled dataset.
+    """Accuracy, macro-F1, top-2, per-class P/R/F1, confusion and calibration (ECE with 15 bins, NLL, Brier
+    score) of a model on a labelled dataset.
 
     The first line of the report names the split that was scored and its size.
     """
+    from ferkit.calibration import save_reliability_diagram
     from ferkit.evaluate import evaluate_dataset, format_report, save_confusion_plots
 
     prepare_out_file(json_out, "--json")
@@ -468,8 +471,47 @@ def evaluate(data_path: str, model: str, split: str | None, grouping: str | None
     if json_out:
         _write_json_atomic(json_out, report)
     if plots:
-        for p in save_confusion_plots(report, plots, title=Path(report["model"]).name):
+        title = Path(report["model"]).name
+        for p in [*save_confusion_plots(report, plots, title=title), save_reliability_diagram(report, plots, title)]:
             click.echo(f"wrote {p}")
+
+
+@main.command(short_help="Fit calibrated confidences on a validation split; store them in the card.")
+@click.argument("package", metavar="PKG")
+@click.option("--val", "val", required=True, metavar="DATA", callback=_existing_path,
+              help="Labelled face crops to fit on (any dataset layout `ferkit evaluate` reads).")
+@click.option("--split", callback=_split_option, show_default="PublicTest where DATA has it",
+              help="The validation split (also val, or all for data without Training/PrivateTest rows); test and "
+                   "training splits are refused.")
+@click.option("--method", type=click.Choice(["temperature", "vector"]), default="temperature", show_default=True,
+              help="temperature: one number per TTA mode, keeps every prediction; vector: a scale and bias per "
+                   "class (ridge strength by cross-validation), can also move predictions.")
+@click.option("--ferplus-mode", type=click.Choice(["majority", "plurality", "soft"]), default="majority",
+              show_default=True, help="FER+ labelling protocol.")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Write a calibrated copy here and leave PKG untouched (default: update PKG's card.json).")
+def calibrate(package: str, val: str, split: str | None, method: str, ferplus_mode: str, out: str | None) -> None:
+    """Fit a calibration of PKG's confidences on a validation split, one per TTA mode, and store it in its card.
+
+    PKG is a shipped model name or a package folder. The runtime then applies it everywhere (analyze, evaluate,
+    the API), and the card's test metrics are measured again with it (ECE, NLL, Brier score).
+    """
+    from ferkit.packages.calibrate import calibrate_package
+
+    prepare_out_dir(str(Path(out).parent) if out else None, "--out")
+    command = "ferkit calibrate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
+    card = calibrate_package(package, val, split, method, out, command=command, ferplus_mode=ferplus_mode,
+                             progress=True)
+    cal = card.calibration
+    click.echo(f"{out or package}: {method} calibration fitted on {cal['fitted_on']} (n={cal['n']:,})")
+    for tta, fit in cal["per_tta"].items():
+        b, a = fit["before"], fit["after"]
+        click.echo(f"  tta={tta}: temperature {fit['temperature']:.4f}; on the fitting split ECE {b['ece']:.4f} -> "
+                   f"{a['ece']:.4f}, NLL {b['nll']:.4f} -> {a['nll']:.4f}, Brier {b['brier']:.4f} -> {a['brier']:.4f}")
+    m = card.metrics
+    if m.get("ece") is not None:
+        click.echo(f"  test {m['split']} (card metrics): ECE {m['ece']:.4f}, flip-TTA ECE {m['flip_tta_ece']:.4f}, "
+                   f"accuracy {m['accuracy']:.4f}, flip-TTA accuracy {m['flip_tta_accuracy']:.4f}")
 
 
 def _ensemble_row(folder: Path) -> tuple[tuple[str, ...], list[str]]:
@@ -515,13 +557,13 @@ def _models_table(folders: list[Path]) -> str:
                 acc += f"; {100 * m['flip_tta_accuracy']:.2f}% flip TTA"
         else:
             acc = "not measured"
-        ece = m.get("ece", m.get("flip_tta_ece"))
+        ece = "; ".join(f"{m[k]:.3f}{label}" for k, label in (("ece", ""), ("flip_tta_ece", " flip TTA")) if k in m)
         size_mb = (folder / GRAPH_NAME).stat().st_size / 1e6 if (folder / GRAPH_NAME).is_file() else 0.0
         crop = f"{card.crop_policy}" + (f" {card.crop_margin:g}" if card.crop_policy == "margin" else "")
         crop += ", aligned" if card.align else ""
         detector = card.training.get("detector") or ("auto (needs eye landmarks)" if card.align else "auto")
         rows.append((card.name, str(len(card.labels)), f"{size_mb:.1f} MB", acc,
-                     "-" if ece is None else f"{ece:.3f}", crop, detector))
+                     ece or "-", crop, detector))
         label_lines.append(f"  {card.name}: {', '.join(card.labels)}; {card.arch or '?'}, "
                            f"{card.parameters / 1e6:.1f}M parameters, input {card.input_size}x{card.input_size}x"
                            f"{card.channels}")
@@ -654,8 +696,12 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
 @click.option("--no-evaluate", is_flag=True, help="Skip measuring the recipe's test split into the card.")
 @click.option("--quantize", type=click.Choice(["int8"]), help="Static int8 quantisation calibrated on training images "
               "(about 3x faster on CPU, 4x smaller; the card records fp32 and int8 scores).")
+@click.option("--calibrate", "calibrate_method", type=click.Choice(["temperature", "vector", "none"]),
+              default="temperature", show_default=True,
+              help="Calibrate confidences on the recipe's validation split (as `ferkit calibrate` does); none: keep "
+                   "the raw probabilities.")
 def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: str, crop_margin: float,
-               no_evaluate: bool, quantize: str | None) -> None:
+               no_evaluate: bool, quantize: str | None, calibrate_method: str) -> None:
     """Export a training run to a model package (ONNX + card), checking ONNX/torch parity."""
     require("train", "ferkit export")
     from ferkit.train.export_run import export_run
@@ -667,16 +713,21 @@ def export_cmd(run: str, out: str, which: str, name: str | None, crop_policy: st
     command = "ferkit export " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     try:
         card = export_run(run, out, which, name, crop_policy, crop_margin, evaluate=not no_evaluate, command=command,
-                          quantize=quantize)
+                          quantize=quantize, calibrate=None if calibrate_method == "none" else calibrate_method)
     except BaseException:
         if created and not any(Path(out).iterdir()):
             Path(out).rmdir()  # a refused run leaves no empty package folder behind
         raise
     click.echo(f"wrote {out}: {card.parameters:,} parameters, ONNX parity max abs diff "
                f"{card.training['onnx_parity_max_abs_diff']:.2e}")
+    if card.calibration:
+        temperatures = ", ".join(f"{t} {f['temperature']:.3f}" for t, f in card.calibration["per_tta"].items())
+        click.echo(f"calibrated ({card.calibration['method']}) on {card.calibration['fitted_on']}: temperature "
+                   f"{temperatures}")
     if card.metrics:
         click.echo(f"test {card.metrics['split']}: accuracy {card.metrics['accuracy']:.4f}, "
-                   f"flip-TTA {card.metrics['flip_tta_accuracy']:.4f}, macro-F1 {card.metrics['macro_f1']:.4f}")
+                   f"flip-TTA {card.metrics['flip_tta_accuracy']:.4f}, macro-F1 {card.metrics['macro_f1']:.4f}, "
+                   f"ECE {card.metrics['ece']:.4f}")
 
 
 @main.command(short_help="Where a model looks: Grad-CAM per face, class images.")

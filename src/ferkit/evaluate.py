@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
+from ferkit.calibration import calibration_metrics, describe
 from ferkit.errors import UserInputError
 from ferkit.io import atomic_write
 from ferkit.labels import grouping as get_grouping, map_probs
@@ -66,6 +67,7 @@ def metrics_report(true_labels: Sequence[str], probs: np.ndarray, model_labels: 
     present = [i for i in ids if s[i] > 0]
     return {
         "n": len(truths),
+        **calibration_metrics(probs, y_true),  # ece, nll, brier, mean_confidence, reliability (15 bins)
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "top2_accuracy": float(np.mean([t in row for t, row in zip(y_true, top2)])),
@@ -89,6 +91,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"top2_accuracy={report['top2_accuracy']:.4f}",
         f"{'class':<10} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}",
     ]
+    calibrated = report.get("calibrated")
+    lines.insert(-1, f"ece={report['ece']:.4f}  nll={report['nll']:.4f}  brier={report['brier']:.4f}  "
+                     f"mean_confidence={report['mean_confidence']:.4f}  "
+                     + (f"(calibrated: {calibrated})" if calibrated else "(uncalibrated: see `ferkit calibrate`)"))
     for lab, m in report["per_class"].items():
         lines.append(f"{lab:<10} {m['precision']:>9.4f} {m['recall']:>7.4f} {m['f1']:>7.4f} {m['support']:>8d}")
     if report.get("skipped"):
@@ -227,6 +233,7 @@ def evaluate_dataset(data: str | os.PathLike, model: str | os.PathLike = "defaul
     report = metrics_report(truths, np.concatenate(probs) if probs else np.zeros((0, len(classifier.labels))),
                             classifier.labels, grouping, skipped)
     report["problems"] = [f"{p.reason}" for p in problems]
-    report.update({"model": str(getattr(classifier, "folder", classifier.name)), "data": str(data), "split": split, "grouping": grouping, "tta": tta,
-                   "faces": faces})
+    report.update({"model": str(getattr(classifier, "folder", classifier.name)), "data": str(data), "split": split,
+                   "grouping": grouping, "tta": tta, "faces": faces,
+                   "calibrated": describe(getattr(classifier, "calibration", None), tta)})
     return report

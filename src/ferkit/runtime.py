@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ortstate
 
+from ferkit.calibration import apply as apply_calibration
 from ferkit.errors import UserInputError
 from ferkit.faces.enhance import apply_clahe
 from ferkit.packages import GRAPH_NAME, ModelCard, PackageError, read_card, resolve_package
@@ -134,15 +135,18 @@ class ModelRuntime:
     """One model package loaded into an ONNX Runtime session.
 
     ``threads`` bounds ONNX Runtime's intra-op threads (default: all cores); ``tta`` (one of TTA_MODES) is the
-    default test-time augmentation of :meth:`predict_proba`: 'flip' costs 2x compute, 'tencrop' 10x.
+    default test-time augmentation of :meth:`predict_proba`: 'flip' costs 2x compute, 'tencrop' 10x. The card's
+    calibration for the TTA mode of each call (``ferkit calibrate``) is applied to every output unless
+    ``calibrated=False`` (what fitting a calibration, and distillation, need: the model's own probabilities).
     """
 
     def __init__(self, model: str | os.PathLike = "default", threads: int | None = None, tta: str = "none",
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, calibrated: bool = True) -> None:
         check_tta(tta)
         self.folder: Path = resolve_package(model)
         self.card: ModelCard = read_card(self.folder)
         self.tta = tta
+        self.calibration = self.card.calibration if calibrated else {}
         self.batch_size = batch_size
         options = ort.SessionOptions()
         if threads:
@@ -160,7 +164,8 @@ class ModelRuntime:
         return preprocess(crops, self.card, size)
 
     def predict_proba(self, crops: Sequence[np.ndarray], tta: str | None = None) -> np.ndarray:
-        """Probabilities (N, len(labels)) in the card's label order; an empty input gives an empty array.
+        """Probabilities (N, len(labels)) in the card's label order, calibrated for the call's TTA mode when the
+        card has a calibration (and ``calibrated``); an empty input gives an empty array.
         ``tta``: this call's test-time augmentation (default: the runtime's)."""
         tta = check_tta(tta or self.tta)
         if len(crops) == 0:
@@ -171,7 +176,7 @@ class ModelRuntime:
             views = tta_views(batch, self.card, tta)
             probs = sum(softmax(self.session.run(None, {self.input_name: np.ascontiguousarray(v)})[0])
                         for v in views) / len(views)
-            out.append(probs)
+            out.append(apply_calibration(probs, self.calibration, tta, self.labels))
         return np.concatenate(out).astype(np.float32)
 
     def predict(self, crops: Sequence[np.ndarray]) -> list[dict[str, float]]:

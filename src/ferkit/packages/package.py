@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ferkit.calibration import CalibrationError, validate as validate_calibration
 from ferkit.io import atomic_write
 from ferkit.labels import canonical
 from ferkit.errors import UserInputError
@@ -53,6 +54,9 @@ class ModelCard:
     parameters: int = 0
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """Fitted by `ferkit calibrate` (one fit per TTA mode) and applied by the runtime; empty: raw probabilities.
+    Format: :mod:`ferkit.calibration`."""
     ferkit_version: str = ""
 
     def __post_init__(self) -> None:
@@ -75,6 +79,10 @@ class ModelCard:
         for key in ("align", "clahe"):
             if not isinstance(getattr(self, key), bool):
                 raise PackageError(f"{where}: {key} must be true or false, not {getattr(self, key)!r}")
+        try:
+            validate_calibration(self.calibration, self.labels)
+        except CalibrationError as exc:
+            raise PackageError(f"{where}: {exc}") from None
         self.architecture = parse_architecture(self.architecture, where)
 
     @property

@@ -49,6 +49,10 @@ def quantize_package(package: str | os.PathLike, out: str | os.PathLike, calibra
     card = read_card(src)
     card.name = out.name
     card.training["quantization"] = description
+    # Activation ranges above come from the graph's inputs only (no probabilities), so a calibration cannot touch
+    # them; but one fitted on the fp32 graph does not describe the int8 one (its before/after numbers were measured
+    # on other probabilities): the copy starts uncalibrated and `ferkit export`/`ferkit calibrate` fit it anew.
+    card.calibration = {}
     write_card(out, card)
     for extra in src.iterdir():
         if extra.name not in (GRAPH_NAME, "card.json") and extra.is_file():

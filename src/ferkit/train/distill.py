@@ -36,7 +36,10 @@ def teacher_probabilities(teacher: str, images: torch.Tensor, labels: Sequence[s
     """Teacher probabilities (N, len(labels)) in the student's label order for uint8 images (N, C, H, W)."""
     from ferkit.classify import load_classifier
 
-    classifier = load_classifier(teacher, tta="flip" if flip else "none")
+    # Raw probabilities, not the teacher card's calibration: the recipe's `temperature` is what softens the targets,
+    # and the cached targets are keyed by (teacher, temperature, flip), so a later `ferkit calibrate` of the teacher
+    # must not change what the same recipe trains on (nor stack a second temperature on the recipe's).
+    classifier = load_classifier(teacher, tta="flip" if flip else "none", calibrated=False)
     crops = [img.squeeze(-1) if img.shape[-1] == 1 else img for img in images.permute(0, 2, 3, 1).numpy()]
     probs = soften(classifier.predict_proba(crops), temperature)
     if list(classifier.labels) != list(labels):

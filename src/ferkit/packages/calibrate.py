@@ -1,0 +1,174 @@
+"""`ferkit calibrate`: fit a package's calibration on a validation split and store it in its card.
+
+One fit per TTA mode (:data:`ferkit.runtime.TTA_MODES`), because averaging a crop with its mirror already softens
+the probabilities: flip TTA needs a different temperature than one crop. Fitting uses the package's *raw*
+probabilities (a calibration is never fitted on top of an older one) and only validation data: a test split is
+refused, so the test scores in the card stay honest, and so is Training, where a model is over-confident.
+After fitting, the card's ``metrics`` (measured on its test split) are measured again through the same
+`ferkit evaluate` code, so the ECE that `ferkit models` shows is the one a user's `ferkit evaluate` prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferkit import __version__
+from ferkit.calibration import METHODS, CalibrationError, fit_modes
+from ferkit.errors import UserInputError
+from ferkit.io import colour_mode
+from ferkit.packages.measure import HEADLINE, evaluate_card_metrics, model_reference
+from ferkit.packages.package import ModelCard, read_card, resolve_package, write_card
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPLIT = "PublicTest"
+
+
+def fitting_split(dataset, split: str | None) -> str:
+    """The split to fit on ('all' = every entry), or CalibrationError (one line) for a test or training split."""
+    from ferkit.data import canonical_split
+
+    if split is None:
+        split = DEFAULT_SPLIT if DEFAULT_SPLIT in dataset.splits or not dataset.splits else "all"
+    if split != "all":
+        try:
+            split = canonical_split(split)
+        except ValueError as exc:
+            raise UserInputError(str(exc)) from None
+    if split == "PrivateTest":
+        raise CalibrationError("PrivateTest is the test split: fit a calibration on validation data only "
+                               "(--split PublicTest), so that test scores stay honest")
+    if split == "Training":
+        raise CalibrationError("Training is what the model learnt from (it is over-confident there): fit a "
+                               "calibration on validation data only (--split PublicTest)")
+    named = [s for s in dataset.splits if s in ("Training", "PrivateTest")]
+    if split == "all" and named:
+        raise CalibrationError(f"--split all would fit on {' and '.join(named)} rows too: fit on validation data "
+                               f"only (--split PublicTest)")
+    return split
+
+
+def probabilities(package: str | os.PathLike, data: str | os.PathLike, split: str | None,
+                  modes: Sequence[str] | None = None, ferplus_mode: str = "majority", calibrated: bool = False,
+                  for_fitting: bool = False, progress: bool = False
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Class indices and probabilities per TTA mode (default: all) of a package on a split ('all': every entry) of
+    a dataset of face crops; raw unless ``calibrated``. ``for_fitting`` refuses test and training splits
+    (:func:`fitting_split`).
+
+    Decodes the split once, in batches (memory holds the probabilities, not the images); rows whose label the model
+    cannot output, and unreadable files, are left out and counted in the returned ``info``.
+    """
+    from tqdm import tqdm
+
+    from ferkit.data import decode, open_dataset
+    from ferkit.runtime import TTA_MODES, ModelRuntime
+
+    modes = list(modes or TTA_MODES)
+    runtimes = {m: ModelRuntime(package, tta=m, calibrated=calibrated) for m in modes}
+    card = next(iter(runtimes.values())).card
+    dataset = open_dataset(data, ferplus_mode)
+    if for_fitting:
+        split = fitting_split(dataset, split)
+    elif split is None:
+        raise ValueError("name the split to read, or 'all'")
+    entries = dataset.split(None if split == "all" else split)
+    if not entries:
+        present = ", ".join(s or "no split" for s in dataset.splits) or "none: no labelled images"
+        raise UserInputError(f"{data}: no entries in split {split!r} (splits present: {present})")
+    index = {lab: i for i, lab in enumerate(card.labels)}
+    problems: list = []
+    y: list[int] = []
+    probs: dict[str, list[np.ndarray]] = {m: [] for m in modes}
+    batch: list[np.ndarray] = []
+    not_in_model: dict[str, int] = {}
+
+    def flush() -> None:
+        for m, runtime in runtimes.items():
+            probs[m].append(runtime.predict_proba(batch))
+        batch.clear()
+
+    for sample in tqdm(decode(entries, colour_mode(card.channels), problems), total=len(entries),
+                       disable=not progress, desc="calibrate"):
+        if sample.label not in index:
+            not_in_model[sample.label] = not_in_model.get(sample.label, 0) + 1
+            continue
+        y.append(index[sample.label])
+        batch.append(sample.image)
+        if len(batch) >= 256:
+            flush()
+    if batch:
+        flush()
+    info = {"split": split, "unreadable": len(problems), "label_not_in_model": not_in_model}
+    k = len(card.labels)
+    return (np.array(y, dtype=np.int64),
+            {m: np.concatenate(p) if p else np.zeros((0, k), np.float32) for m, p in probs.items()}, info)
+
+
+def calibrate_package(package: str | os.PathLike, data: str | os.PathLike, split: str | None = DEFAULT_SPLIT,
+                      method: str = "temperature", out: str | os.PathLike | None = None, command: str = "",
+                      ferplus_mode: str = "majority", remeasure: bool = True, progress: bool = False) -> ModelCard:
+    """Fit ``package``'s calibration on ``data``'s validation ``split`` and store it in the card.
+
+    With ``out`` a calibrated copy is written there and ``package`` is left untouched; otherwise only its
+    ``card.json`` is replaced (atomically). With ``remeasure`` the card's test ``metrics`` are measured again with
+    the calibration applied (when their data can be found), so they include its ECE, NLL and Brier score.
+    """
+    if method not in METHODS:
+        raise CalibrationError(f"--method must be one of {', '.join(METHODS)}, not {method!r}")
+    folder = resolve_package(package)
+    target = Path(out) if out is not None else folder
+    if out is not None and target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise UserInputError(f"--out {out}: already exists and is not empty; give a new folder (the calibrated copy "
+                             f"is written there)")
+    card = read_card(folder)
+    y, probs, info = probabilities(folder, data, split, ferplus_mode=ferplus_mode, for_fitting=True, progress=progress)
+    card.calibration = {**fit_modes(probs, y, card.labels, method), "fitted_on": f"{data} {info['split']}",
+                        "command": command, "ferkit_version": __version__}
+    skipped = {k: v for k, v in info.items() if k != "split" and v}
+    if skipped:
+        card.calibration["skipped"] = skipped
+    if out is not None:
+        card.name = target.name
+    if out is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".calibrate-", dir=target.parent if out is not None else None))
+    try:
+        staged = work / target.name
+        shutil.copytree(folder, staged)
+        write_card(staged, card)
+        if remeasure:
+            card.metrics = _remeasured(staged, card, model_reference(target))
+            write_card(staged, card)
+        if out is None:
+            write_card(folder, card)  # atomic: the graph is unchanged, the card is replaced whole
+        else:
+            if target.exists():
+                target.rmdir()
+            os.replace(staged, target)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return card
+
+
+def _remeasured(staged: Path, card: ModelCard, name: str) -> dict[str, Any]:
+    """The card's test metrics measured again with the calibration applied, or, when their data is not here, the
+    old ones without the calibration numbers they no longer describe."""
+    metrics = card.metrics
+    data = metrics.get("data")
+    if not data:
+        return metrics
+    if not Path(data).exists():
+        log.warning("%s: the card's test data %s is not here, so its metrics were not measured again; rerun `ferkit "
+                    "calibrate` where it is to record the calibrated ECE", staged.name, data)
+        stale = {f"{p}{k}" for p in ("", "flip_tta_") for k in HEADLINE[3:]}
+        return {k: v for k, v in metrics.items() if k not in stale}
+    return evaluate_card_metrics(staged, data, metrics.get("split"), name=name)
