@@ -37,3 +37,20 @@ def test_card_metrics_match_a_fresh_evaluate(card, fer2013, tmp_path):
     assert report["n"] == card.metrics["n"]
     assert round(report["accuracy"], 4) == card.metrics["accuracy"]
     assert round(report["macro_f1"], 4) == card.metrics["macro_f1"]
+    # calibrated confidence: fitted on the validation split, ECE <= 0.03 on the test split, and a fresh evaluate
+    # measures what the card claims
+    assert card.metrics["ece"] <= 0.03 and card.metrics["flip_tta_ece"] <= 0.03
+    assert report["ece"] == pytest.approx(card.metrics["ece"], abs=2e-3)
+    assert report["nll"] == pytest.approx(card.metrics["nll"], abs=2e-3)
+    assert report["brier"] == pytest.approx(card.metrics["brier"], abs=2e-3)
+    assert report["calibrated"] and report["calibrated"].endswith("fer2013 PublicTest")
+
+
+def test_default_is_calibrated_on_the_validation_split_for_every_tta_mode(card):
+    from ferkit.runtime import TTA_MODES
+
+    c = card.calibration
+    assert c["fitted_on"].split()[-1] == "PublicTest" and c["n"] == 3589
+    assert set(c["per_tta"]) == set(TTA_MODES), "rerun: ferkit calibrate default --val ../shared/data/fer2013 ..."
+    for fit in c["per_tta"].values():
+        assert fit["after"]["ece"] < fit["before"]["ece"] and fit["after"]["nll"] < fit["before"]["nll"]
