@@ -49,9 +49,13 @@ def main() -> None:
     ap.add_argument("--split", default="PrivateTest")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "accuracy.json")
     args = ap.parse_args()
-    rows = [measure(m, args.data, args.split) for m in (args.model or shipped_models())]
+    command = " ".join(["python benchmarks/accuracy.py", *sys.argv[1:]])
+    rows = [{**measure(m, args.data, args.split), "command": command} for m in (args.model or shipped_models())]
+    # rows of models not measured this time are kept (a package measured once, e.g. a run's teacher, may be gone)
+    old = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    kept = [{"command": old.get("command"), **r} for r in old["rows"] if r["model"] not in {x["model"] for x in rows}]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": " ".join(["python benchmarks/accuracy.py", *sys.argv[1:]]), "rows": rows}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"command": command, "rows": rows + kept}, indent=2) + "\n")
     for r in rows:
         print(f"{r['model']}: accuracy {r['accuracy']:.4f} (flip TTA {r['flip_accuracy']:.4f}), "
               f"macro-F1 {r['macro_f1']:.4f}, n={r['n']}")

@@ -490,7 +490,10 @@ def evaluate(data_path: str, model: str, split: str | None, grouping: str | None
               show_default=True, help="FER+ labelling protocol.")
 @click.option("--out", type=click.Path(file_okay=False),
               help="Write a calibrated copy here and leave PKG untouched (default: update PKG's card.json).")
-def calibrate(package: str, val: str, split: str | None, method: str, ferplus_mode: str, out: str | None) -> None:
+@click.option("--no-evaluate", is_flag=True,
+              help="Do not measure the card's test metrics again (they then lose their ECE, NLL and Brier score).")
+def calibrate(package: str, val: str, split: str | None, method: str, ferplus_mode: str, out: str | None,
+              no_evaluate: bool) -> None:
     """Fit a calibration of PKG's confidences on a validation split, one per TTA mode, and store it in its card.
 
     PKG is a shipped model name or a package folder. The runtime then applies it everywhere (analyze, evaluate,
@@ -501,7 +504,7 @@ def calibrate(package: str, val: str, split: str | None, method: str, ferplus_mo
     prepare_out_dir(str(Path(out).parent) if out else None, "--out")
     command = "ferkit calibrate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     card = calibrate_package(package, val, split, method, out, command=command, ferplus_mode=ferplus_mode,
-                             progress=True)
+                             remeasure=not no_evaluate, progress=True)
     cal = card.calibration
     click.echo(f"{out or package}: {method} calibration fitted on {cal['fitted_on']} (n={cal['n']:,})")
     for tta, fit in cal["per_tta"].items():

@@ -138,16 +138,14 @@ def calibrate_package(package: str | os.PathLike, data: str | os.PathLike, split
         card.calibration["skipped"] = skipped
     if out is not None:
         card.name = target.name
-    if out is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".calibrate-", dir=target.parent if out is not None else None))
     try:
         staged = work / target.name
         shutil.copytree(folder, staged)
         write_card(staged, card)
-        if remeasure:
-            card.metrics = _remeasured(staged, card, model_reference(target))
-            write_card(staged, card)
+        card.metrics = _remeasured(staged, card, model_reference(target)) if remeasure else _unmeasured(card.metrics)
+        write_card(staged, card)
         if out is None:
             write_card(folder, card)  # atomic: the graph is unchanged, the card is replaced whole
         else:
@@ -160,15 +158,20 @@ def calibrate_package(package: str | os.PathLike, data: str | os.PathLike, split
 
 
 def _remeasured(staged: Path, card: ModelCard, name: str) -> dict[str, Any]:
-    """The card's test metrics measured again with the calibration applied, or, when their data is not here, the
-    old ones without the calibration numbers they no longer describe."""
-    metrics = card.metrics
-    data = metrics.get("data")
-    if not data:
-        return metrics
-    if not Path(data).exists():
+    """The card's test metrics measured again with the calibration applied (when their data is here)."""
+    data = card.metrics.get("data")
+    if data and Path(data).exists():
+        return evaluate_card_metrics(staged, data, card.metrics.get("split"), name=name)
+    if data:
         log.warning("%s: the card's test data %s is not here, so its metrics were not measured again; rerun `ferkit "
-                    "calibrate` where it is to record the calibrated ECE", staged.name, data)
-        stale = {f"{p}{k}" for p in ("", "flip_tta_") for k in HEADLINE[3:]}
-        return {k: v for k, v in metrics.items() if k not in stale}
-    return evaluate_card_metrics(staged, data, metrics.get("split"), name=name)
+                    "calibrate` where it is to record the calibrated ECE", name, data)
+    return _unmeasured(card.metrics)
+
+
+def _unmeasured(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Test metrics not measured again after calibrating: without the calibration numbers they no longer describe,
+    and marked as measured on the raw probabilities (vector scaling can also move a few predictions)."""
+    if not metrics:
+        return metrics
+    stale = {f"{p}{k}" for p in ("", "flip_tta_") for k in ("ece", "nll", "brier")}
+    return {**{k: v for k, v in metrics.items() if k not in stale}, "measured_before_calibration": True}
