@@ -39,7 +39,7 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "fer2013"
 
 def agreement(package: Path, data: Path, split: str, batch: int = 512) -> dict:
     """Top-1 agreement and probability differences of the package's torch model vs its ONNX graph on ``split``."""
-    runtime = ModelRuntime(package)
+    runtime = ModelRuntime(package, calibrated=False)  # the graph's own probabilities, as torch gives them
     model, card = load_package_model(package)
     entries = open_dataset(data).split(split)
     images = [s.image for s in decode(entries, colour_mode(card.channels))]

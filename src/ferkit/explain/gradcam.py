@@ -21,6 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ferkit.calibration import apply as apply_calibration
 from ferkit.errors import UserInputError
 from ferkit.explain.members import Member, load_members
 from ferkit.explain.overlay import blend, outline, with_caption
@@ -209,7 +210,9 @@ class Explainer:
                                margin=card.crop_margin) for d in found]
             x = torch.from_numpy(runtime.preprocess(crops))
             with torch.no_grad():
-                probs.append(torch.softmax(member.model(x), 1).numpy())
+                raw = torch.softmax(member.model(x), 1).numpy()
+            # the scores a face gets from `ferkit analyze --tta none`: calibrated as the member's card says
+            probs.append(apply_calibration(raw, card.calibration, "none", card.labels))
             inputs.append(x)
         faces = []
         for i, det in enumerate(found):
