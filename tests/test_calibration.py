@@ -152,9 +152,9 @@ def test_calibrate_writes_one_fit_per_tta_mode_and_the_card_round_trips(calibrat
 
 def test_calibration_lowers_nll_on_held_out_real_rows(calibrated, fer_rows):
     crops, y = _crops(fer_rows, "PrivateTest_")  # never seen by the fit
-    fits = read_card(calibrated).calibration
+    runtime, fits = ModelRuntime(calibrated, calibrated=False), read_card(calibrated).calibration
     for tta in TTA_MODES:
-        raw = ModelRuntime(calibrated, tta=tta, calibrated=False).predict_proba(crops)
+        raw = runtime.predict_proba(crops, tta)
         fitted = cal.apply(raw, fits, tta)  # what the runtime applies: the next test checks that it does
         assert cal.nll(fitted, y) < cal.nll(raw, y) - 0.03, tta
         assert cal.ece(fitted, y) < cal.ece(raw, y) - 0.05, tta
@@ -205,17 +205,6 @@ def test_evaluate_prints_calibration_and_draws_the_reliability_diagram(calibrate
         assert img.format == "PNG" and min(img.size) > 300
 
 
-def test_vector_scaling_in_place_on_a_copy(fer_rows, tmp_path):
-    shutil.copytree(WEIGHTS_DIR / "default", tmp_path / "pkg")
-    from ferkit.packages.calibrate import calibrate_package
-
-    card = calibrate_package(tmp_path / "pkg", fer_rows, "val", "vector", remeasure=False)
-    assert read_card(tmp_path / "pkg") == card and card.calibration["method"] == "vector"
-    crops, y = _crops(fer_rows, "PrivateTest_")
-    raw = ModelRuntime(tmp_path / "pkg", calibrated=False).predict_proba(crops)
-    assert cal.nll(ModelRuntime(tmp_path / "pkg").predict_proba(crops), y) < cal.nll(raw, y)
-
-
 def test_export_calibrates_on_the_recipes_validation_split(fer_rows, tmp_path):
     pytest.importorskip("torch")
     from ferkit.train.config import config_from_dict
@@ -235,3 +224,28 @@ def test_export_calibrates_on_the_recipes_validation_split(fer_rows, tmp_path):
     raw = ModelRuntime(tmp_path / "pkg", calibrated=False).predict_proba(crops[:32])
     assert np.allclose(ModelRuntime(tmp_path / "pkg").predict_proba(crops[:32]),
                        cal.transform(raw, c["per_tta"]["none"]), atol=1e-5)
+
+
+def test_an_ensemble_is_calibrated_on_its_combined_output(calibrated, fer_rows, tmp_path):
+    from ferkit.classify import load_classifier
+    from ferkit.packages import read_ensemble_card
+
+    members = []
+    for name in ("raw_a", "raw_b"):  # the default's graph without its calibration: under-confident members
+        shutil.copytree(calibrated, tmp_path / name)
+        raw_card = json.loads((tmp_path / name / "card.json").read_text())
+        del raw_card["calibration"]
+        (tmp_path / name / "card.json").write_text(json.dumps(raw_card))
+        members.append(str(tmp_path / name))
+    ens = tmp_path / "ens"
+    built = CliRunner().invoke(main, ["ensemble", "build", *members, "--method", "average", "--out", str(ens)])
+    assert built.exit_code == 0, built.output
+    result = CliRunner().invoke(main, ["calibrate", str(ens), "--val", str(fer_rows), "--no-evaluate"])
+    assert result.exit_code == 0, result.output
+    c = read_ensemble_card(ens).calibration
+    assert c["method"] == "temperature" and set(c["per_tta"]) == set(TTA_MODES)
+    crops, y = _crops(fer_rows, "PrivateTest_")
+    raw = load_classifier(ens, calibrated=False).predict_proba(crops, "flip")
+    fitted = load_classifier(ens).predict_proba(crops, "flip")
+    assert np.allclose(fitted, cal.transform(raw, c["per_tta"]["flip"]), atol=1e-5)
+    assert cal.nll(fitted, y) < cal.nll(raw, y) - 0.03 and cal.ece(fitted, y) < cal.ece(raw, y) - 0.05

@@ -25,6 +25,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from ferkit.calibration import apply as apply_calibration
 from ferkit.combine import combine
 from ferkit.faces.crop import crop_face
 from ferkit.faces.detection import Detection
@@ -119,23 +120,15 @@ def _digest(folders: Sequence[Path], names: Sequence[str]) -> str:
     return h.hexdigest()[:16]
 
 
-def _calibrated(probs: np.ndarray, calibration: dict[str, Any] | None, tta: str) -> np.ndarray:
-    """The hook for a card's ``calibration`` (``ferkit.calibration``, fitted by `ferkit calibrate`)."""
-    if not calibration:
-        return probs
-    from ferkit.calibration import apply  # fitted cards exist only where ferkit.calibration does
-
-    return apply(probs, calibration, tta)
-
-
 class PackageClassifier(Classifier):
     """One model package on ONNX Runtime."""
 
     def __init__(self, model: str | os.PathLike = "default", tta: str = DEFAULT_TTA, threads: int | None = None,
-                 batch_size: int = 256) -> None:
-        self.runtime = ModelRuntime(model, threads=threads, tta=tta, batch_size=batch_size)
+                 batch_size: int = 256, calibrated: bool = True) -> None:
+        self.runtime = ModelRuntime(model, threads=threads, tta=tta, batch_size=batch_size, calibrated=calibrated)
         self.folder = self.runtime.folder
         self.card = self.runtime.card
+        self.calibration = self.runtime.calibration
         self.name, self.labels, self.tta = self.card.name, list(self.card.labels), tta
         self.threads, self.batch_size = threads, batch_size
         self.crop_specs = (CropSpec.of(self.card),)
@@ -169,13 +162,15 @@ class PackageClassifier(Classifier):
 
 class EnsembleClassifier(Classifier):
     """An ensemble package: each member classifies the crops of its own crop spec, :func:`ferkit.combine.combine`
-    merges their probabilities by label name with the card's method and weights; a fitted calibration applies to
-    the combined output."""
+    merges their probabilities (each calibrated as its own card says) by label name with the card's method and
+    weights; the ensemble's own calibration (``ferkit calibrate`` on the ensemble) applies to the combined output
+    unless ``calibrated=False``."""
 
     def __init__(self, folder: str | os.PathLike, tta: str = DEFAULT_TTA, threads: int | None = None,
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, calibrated: bool = True) -> None:
         self.folder = Path(folder)
         self.card = read_ensemble_card(self.folder)
+        self.calibration = (self.card.calibration or {}) if calibrated else {}
         self.name, self.labels, self.tta = self.card.name, list(self.card.labels), check_tta(tta)
         self.threads, self.batch_size = threads, batch_size
         self.members = [PackageClassifier(member_folder(self.folder, m), tta, threads, batch_size)
@@ -191,7 +186,7 @@ class EnsembleClassifier(Classifier):
         tta = check_tta(tta or self.tta)
         probs = [m.predict_proba(crops, tta) for m in self.members]
         out = combine(probs, [m.labels for m in self.members], self.labels, self.card.method, self.weights)
-        return _calibrated(out, self.card.calibration, tta)
+        return apply_calibration(out, self.calibration, tta, self.labels)
 
     def embed(self, crops: Crops) -> np.ndarray:
         return np.concatenate([m.embed(crops) for m in self.members], axis=1)
@@ -270,13 +265,14 @@ class TorchClassifier(Classifier):
 
 
 def load_classifier(model: str | os.PathLike | Classifier = "default", tta: str = DEFAULT_TTA,
-                    threads: int | None = None, batch_size: int = 256) -> Classifier:
+                    threads: int | None = None, batch_size: int = 256, calibrated: bool = True) -> Classifier:
     """A shipped model name, a model package folder or an ensemble package folder -> its Classifier (a Classifier
-    is returned as it is). Each member's graph is checked against its card here, when it loads."""
+    is returned as it is). Each member's graph is checked against its card here, when it loads. ``calibrated=False``
+    leaves out the package's own calibration (what fitting one, and distillation, need)."""
     if isinstance(model, Classifier):
         return model
     check_tta(tta)
     folder = resolve_folder(model)
     if (folder / CARD_NAME).is_file() and card_kind(folder) == "ensemble":
-        return EnsembleClassifier(folder, tta, threads, batch_size)
-    return PackageClassifier(folder, tta, threads, batch_size)
+        return EnsembleClassifier(folder, tta, threads, batch_size, calibrated)
+    return PackageClassifier(folder, tta, threads, batch_size, calibrated)

@@ -496,8 +496,9 @@ def calibrate(package: str, val: str, split: str | None, method: str, ferplus_mo
               no_evaluate: bool) -> None:
     """Fit a calibration of PKG's confidences on a validation split, one per TTA mode, and store it in its card.
 
-    PKG is a shipped model name or a package folder. The runtime then applies it everywhere (analyze, evaluate,
-    the API), and the card's test metrics are measured again with it (ECE, NLL, Brier score).
+    PKG is a shipped model name, a model package folder or an ensemble package folder. Every command then applies
+    it (analyze, evaluate, the API, video), and the card's test metrics are measured again with it (ECE, NLL,
+    Brier score).
     """
     from ferkit.packages.calibrate import calibrate_package
 
@@ -505,13 +506,13 @@ def calibrate(package: str, val: str, split: str | None, method: str, ferplus_mo
     command = "ferkit calibrate " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
     card = calibrate_package(package, val, split, method, out, command=command, ferplus_mode=ferplus_mode,
                              remeasure=not no_evaluate, progress=True)
-    cal = card.calibration
+    cal = card["calibration"]
     click.echo(f"{out or package}: {method} calibration fitted on {cal['fitted_on']} (n={cal['n']:,})")
     for tta, fit in cal["per_tta"].items():
         b, a = fit["before"], fit["after"]
         click.echo(f"  tta={tta}: temperature {fit['temperature']:.4f}; on the fitting split ECE {b['ece']:.4f} -> "
                    f"{a['ece']:.4f}, NLL {b['nll']:.4f} -> {a['nll']:.4f}, Brier {b['brier']:.4f} -> {a['brier']:.4f}")
-    m = card.metrics
+    m = card.get("metrics") or {}
     if m.get("ece") is not None:
         click.echo(f"  test {m['split']} (card metrics): ECE {m['ece']:.4f}, flip-TTA ECE {m['flip_tta_ece']:.4f}, "
                    f"accuracy {m['accuracy']:.4f}, flip-TTA accuracy {m['flip_tta_accuracy']:.4f}")

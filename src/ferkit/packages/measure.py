@@ -22,8 +22,8 @@ def model_reference(folder: str | Path) -> str:
 
 
 def evaluate_card_metrics(package: str | Path, data: str, split: str | None, name: str | None = None) -> dict[str, Any]:
-    """Headline metrics (single crop and flip TTA, calibration applied as the runtime does) with the command that
-    reproduces each; ``name`` is how that command names the package (default: :func:`model_reference`)."""
+    """Headline metrics of a model or ensemble package (single crop and flip TTA, calibrated as the package says)
+    with the command that reproduces each; ``name`` is how that command names the package (default: :func:`model_reference`)."""
     from ferkit.evaluate import evaluate_dataset
 
     split = split or "all"  # a test source without a split is scored whole (evaluate's default is the test split)
@@ -34,6 +34,5 @@ def evaluate_card_metrics(package: str | Path, data: str, split: str | None, nam
         key = "" if tta == "none" else "flip_tta_"
         metrics.update({f"{key}{k}": round(report[k], 4) for k in HEADLINE})
         metrics[f"{key}n"] = report["n"]
-        metrics[f"{key}command"] = (f"ferkit evaluate {data} --split {split} --model {name}"
-                                    + (" --tta flip" if tta == "flip" else ""))
+        metrics[f"{key}command"] = f"ferkit evaluate {data} --split {split} --model {name} --tta {tta}"
     return metrics

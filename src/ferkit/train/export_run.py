@@ -66,7 +66,7 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", name: str 
         split = val.split or "all"
         try:
             card.calibration = calibrate_package(out, val.path, split, calibrate, remeasure=False, command=(
-                f"ferkit calibrate {out} --val {val.path} --split {split} --method {calibrate}")).calibration
+                f"ferkit calibrate {out} --val {val.path} --split {split} --method {calibrate}"))["calibration"]
         except CalibrationError as exc:  # e.g. a recipe that validates on test data: export, uncalibrated
             log.warning("%s: not calibrated: %s", out, exc)
     if test:
