@@ -38,7 +38,8 @@ def teacher_probabilities(teacher: str, images: torch.Tensor, labels: Sequence[s
 
     # Raw probabilities, not the teacher card's calibration: the recipe's `temperature` is what softens the targets,
     # and the cached targets are keyed by (teacher, temperature, flip), so a later `ferkit calibrate` of the teacher
-    # must not change what the same recipe trains on (nor stack a second temperature on the recipe's).
+    # must not change what the same recipe trains on (nor stack a second temperature on the recipe's). An ensemble
+    # teacher still combines its members as they run everywhere else; only its own calibration is left out.
     classifier = load_classifier(teacher, tta="flip" if flip else "none", calibrated=False)
     crops = [img.squeeze(-1) if img.shape[-1] == 1 else img for img in images.permute(0, 2, 3, 1).numpy()]
     probs = soften(classifier.predict_proba(crops), temperature)
