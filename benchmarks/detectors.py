@@ -1,6 +1,6 @@
 """Face detector benchmark: recall, precision and ms per photo (p50/p90) by face size, ferkit's backends and fer.
 
-    python benchmarks/detectors.py [--backends yunet,dlib,haar] [--repeats 3] [--no-fer]
+    python benchmarks/detectors.py [--backends mtcnn,dlib,haar] [--repeats 3] [--no-fer]
 
 One run, side by side, on two sets (docs/BENCHMARKS.md, "Face detectors", is rendered from its output):
 
@@ -99,7 +99,7 @@ GROUND_TRUTH: dict[str, dict[str, list[tuple[int, int]]]] = {
 }
 
 # The typical face side (px) in each shared photo: the median side of dlib's boxes at full resolution on its counted
-# faces (YuNet's where dlib misses one); it puts a real photo's faces in a size bucket.
+# faces (MTCNN's where dlib misses one); it puts a real photo's faces in a size bucket.
 PHOTO_FACE_SIDE = {
     "dlib__2008_001009.jpg": 76, "dlib__2008_001322.jpg": 76, "dlib__2008_002079.jpg": 41,
     "dlib__2008_002470.jpg": 44, "dlib__Tom_Cruise_avp_2014_4.jpg": 447, "face_recognition__alex-lacamoire.png": 156,

@@ -13,7 +13,7 @@ in one call (ferkit's list API, as `ferkit analyze FOLDER` runs; fer one call pe
 median of --repeat passes.
 
 Threads: both get --threads (default: all cores): ferkit = ONNX Runtime intra-op threads + OpenCV threads + as many
-detection threads for a folder (dlib scans one image on one thread; the default YuNet runs on every core);
+detection threads for a folder (dlib scans one image on one thread; the default MTCNN runs on every core);
 fer = TensorFlow Lite interpreter threads + OpenCV threads (its Haar cascade scans one image on all of them).
 
 The mediapipe detector needs numpy<2, so its row comes from running this script in an environment with
@@ -127,7 +127,7 @@ def render(data: dict) -> str:
         "## Speed: ferkit vs fer, end to end on photos", "",
         (f"Measured with `{cmd}` in one run on {data['photos']} photos ({data['photos_dir']}), "
         f"{data['threads']} threads for both tools (ferkit: ONNX Runtime intra-op + OpenCV + one detection thread "
-        "per image in a folder; dlib scans a single photo on one thread, YuNet on all; fer: TensorFlow Lite interpreter + "
+        "per image in a folder; dlib scans a single photo on one thread, MTCNN on all; fer: TensorFlow Lite interpreter + "
         "OpenCV, whose Haar cascade scans one photo on all threads). Each call takes a file path and returns every "
         "face with its emotion scores (decoding included). ms/photo: median of "
         f"{data['repeat']} timed calls per photo after a warm-up call, then p50/p90/mean over photos. faces/s = faces "

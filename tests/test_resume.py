@@ -73,7 +73,7 @@ def test_rerun_with_other_settings_is_refused_and_force_redoes(photos, tmp_path)
 
     for args, needle in ((["--tta", "none"], "--tta flip, not none"), (["--min-face", "40"], "--min-face 0, not 40"),
                          (["--max-faces", "1"], "--max-faces None, not 1"),
-                         (["--detector", "haar"], "--detector yunet, not haar")):
+                         (["--detector", "haar"], "--detector mtcnn, not haar")):
         refused = runner.invoke(main, ["analyze", str(photos), "--out", str(out), *args])
         assert refused.exit_code == 1, refused.output
         lines = [line for line in refused.output.splitlines() if line.strip()]

@@ -24,7 +24,7 @@ from ferkit.extras import require
 
 log = logging.getLogger("ferkit.cli")
 
-DETECTORS = ("auto", "yunet", "dlib", "haar", "mediapipe", "mediapipe_short")
+DETECTORS = ("auto", "mtcnn", "dlib", "haar", "mediapipe", "mediapipe_short")
 """The face detector names (ferkit.faces.detector_names(); a test keeps the two equal), listed here so that
 `ferkit --help` does not import OpenCV."""
 
@@ -957,7 +957,7 @@ def clips() -> None:
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True, help="Cross-validation folds.")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True, help="Use every K-th frame.")
 @click.option("--model", default="default", show_default=True, help="Model package whose embedding is used.")
-@click.option("--detector", default="auto", show_default=True, help="auto, yunet, dlib, haar, mediapipe.")
+@click.option("--detector", default="auto", show_default=True, help="auto, mtcnn, dlib, haar, mediapipe.")
 def clips_train(folder: str, out: str, classifier: str, group: bool, folds: int, every: int, model: str,
                 detector: str) -> None:
     """Train a clip classifier on FOLDER (one subfolder of video clips per class); prints a cross-validated report."""
@@ -989,7 +989,7 @@ def clips_train(folder: str, out: str, classifier: str, group: bool, folds: int,
 @click.option("--classifier", "classifier_dir", required=True, type=click.Path(file_okay=False),
               help="A folder written by `ferkit clips train`.")
 @click.option("--model", default="default", show_default=True, help="The model package the classifier was trained on.")
-@click.option("--detector", default="auto", show_default=True, help="auto, yunet, dlib, haar, mediapipe.")
+@click.option("--detector", default="auto", show_default=True, help="auto, mtcnn, dlib, haar, mediapipe.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the predictions as JSON.")
 def clips_predict(paths: tuple[str, ...], classifier_dir: str, model: str, detector: str,
                   json_out: str | None) -> None:

@@ -23,7 +23,7 @@ from ferkit.faces.crop import (
     landmarks_in_crop,
 )
 # the backends register themselves
-from ferkit.faces import backend_dlib, backend_haar, backend_mediapipe, backend_yunet  # noqa: F401
+from ferkit.faces import backend_dlib, backend_haar, backend_mediapipe, backend_mtcnn  # noqa: F401
 from ferkit.faces.detection import Detection
 from ferkit.faces.enhance import apply_clahe
 from ferkit.faces.files import detect_file

