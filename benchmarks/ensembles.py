@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferkit import calibration
 from ferkit.classify import load_classifier
 from ferkit.combine import combine
 from ferkit.ensembles import CURVE_PNG, accuracy, build_ensemble
@@ -37,21 +38,11 @@ SPLITS = ("PublicTest", "PrivateTest")
 METHODS = ("vote", "average", "rank", "accuracy")
 
 
-def ece(probs: np.ndarray, labels: list[str], truths: list[str], bins: int = 15) -> float:
-    """Expected calibration error of the top-1 confidence, equal-width bins (samples the model can label).
-    TODO(calibration): use ferkit.calibration's ECE once it is on main."""
+def truth_index(labels: list[str], truths: list[str]) -> tuple[list[int], np.ndarray]:
+    """Rows whose true label the classifier can output, and their class indices (for ferkit.calibration's metrics)."""
     index = {lab: i for i, lab in enumerate(labels)}
     keep = [i for i, t in enumerate(truths) if t in index]
-    p = probs[keep]
-    conf, pred = p.max(1), p.argmax(1)
-    correct = pred == np.array([index[truths[i]] for i in keep])
-    edges = np.linspace(0, 1, bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (conf > lo) & (conf <= hi)
-        if inside.any():
-            total += inside.mean() * abs(conf[inside].mean() - correct[inside].mean())
-    return float(total)
+    return keep, np.array([index[truths[i]] for i in keep])
 
 
 def load_split(data: Path, split: str) -> tuple[list[np.ndarray], list[str]]:
@@ -71,10 +62,19 @@ def score(model, faces: dict[str, tuple[list, list]], tta: str) -> tuple[dict, d
         p = classifier.predict_proba(images)
         ms = 1000 * (time.perf_counter() - t0) / len(images)
         r = metrics_report(truths, p, classifier.labels)
+        keep, y = truth_index(classifier.labels, truths)
         row[split] = {"n": r["n"], "accuracy": round(r["accuracy"], 4), "macro_f1": round(r["macro_f1"], 4),
-                      "ece": round(ece(p, classifier.labels, truths), 4), "ms_per_face": round(ms, 3)}
+                      "ece": round(calibration.ece(p[keep], y), 4), "ms_per_face": round(ms, 3)}
         probs[split] = p
     return row, probs
+
+
+def calibrated_ece(probs: dict[str, np.ndarray], labels: list[str], faces: dict[str, tuple[list, list]]) -> float:
+    """PrivateTest ECE after a temperature fitted on PublicTest (what `ferkit calibrate ENSEMBLE` would give)."""
+    keep_val, y_val = truth_index(labels, faces["PublicTest"][1])
+    keep_test, y_test = truth_index(labels, faces["PrivateTest"][1])
+    params = calibration.fit(probs["PublicTest"][keep_val], y_val, labels, "temperature")
+    return round(calibration.ece(calibration.transform(probs["PrivateTest"][keep_test], params, labels), y_test), 4)
 
 
 def main() -> None:
@@ -103,7 +103,8 @@ def main() -> None:
             out = work / method
             card = build_ensemble(args.models, out, method, val=args.data if method in ("rank", "accuracy") else None,
                                   split="PublicTest", tta=args.tta, name=f"ensemble-{method}")
-            row, _ = score(out, faces, args.tta)
+            row, probs = score(out, faces, args.tta)
+            row["PrivateTest"]["ece_after_temperature"] = calibrated_ece(probs, card.labels, faces)
             ensembles.append({"method": method, "members": [m.name for m in card.members],
                               "weights": [m.weight for m in card.members], **row})
             print(f"ensemble {method}: " + ", ".join(f"{s} {row[s]['accuracy']:.4f}" for s in SPLITS))

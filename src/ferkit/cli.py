@@ -476,7 +476,7 @@ def evaluate(data_path: str, model: str, split: str | None, grouping: str | None
             click.echo(f"wrote {p}")
 
 
-@main.command(short_help="Fit calibrated confidences on a validation split; store them in the card.")
+@main.command(short_help="Fit calibrated confidences on a validation split.")
 @click.argument("package", metavar="PKG")
 @click.option("--val", "val", required=True, metavar="DATA", callback=_existing_path,
               help="Labelled face crops to fit on (any dataset layout `ferkit evaluate` reads).")
