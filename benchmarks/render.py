@@ -119,6 +119,14 @@ def ensembles_section() -> list[str]:
     for e in data["ensembles"]:
         who = ", ".join(f"{n} {w:.2f}" for n, w in zip(e["members"], e["weights"]))
         lines.append(f"| ensemble: {e['method']} | {who} | {cells(e)}")
+    best_member = max(data["members"], key=lambda m: m["PublicTest"]["accuracy"])
+    best_ensemble = max(data["ensembles"], key=lambda e: e["PublicTest"]["accuracy"])
+    gain = best_ensemble["PrivateTest"]["accuracy"] - best_member["PrivateTest"]["accuracy"]
+    lines += ["", f"Chosen on PublicTest, the best ensemble ({best_ensemble['method']}) scores "
+              f"{100 * best_ensemble['PrivateTest']['accuracy']:.2f}% on PrivateTest against "
+              f"{100 * best_member['PrivateTest']['accuracy']:.2f}% for the best member ({best_member['name']}): "
+              f"{100 * gain:+.2f} points. Members much weaker than the best one add little or nothing; ensembles pay "
+              "off with members of similar accuracy (issue 10 trains them)."]
     lines += ["", f"Accuracy vs number of members k (seed 001): members ordered by PublicTest accuracy, the unweighted "
               f"average of the top k; k chosen on PublicTest: {data['chosen_k']}.", "",
               "| k | members | PublicTest acc | PrivateTest acc |", "|---:|---|---:|---:|"]
