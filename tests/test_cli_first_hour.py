@@ -221,6 +221,12 @@ def test_help_summaries_are_not_cut():
     assert len(listed) == len(main.commands) and not any("..." in line for line in listed), done.stdout
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """A test run started in the background by a shell inherits SIGINT ignored, and Python then never installs its
+    Ctrl-C handler in the child: give the child the default disposition a terminal user has."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_with_one_line(tmp_path):
     folder = tmp_path / "many"
     folder.mkdir()
@@ -233,10 +239,11 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path):
     with open(err, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "ferkit.cli", "analyze", str(folder), "--out",
                                  str(tmp_path / "out"), "--workers", "1"], stdout=subprocess.DEVNULL,
-                                stderr=stderr, env=env)
+                                stderr=stderr, env=env, preexec_fn=_sigint_as_in_a_terminal)
         journal, deadline = tmp_path / "out" / "results.jsonl", time.monotonic() + 120
-        while not (journal.exists() and journal.stat().st_size) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)  # wait until the work has started and the first results are journalled
+        while (not journal.exists() or journal.read_text().count("\n") < 2) and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait until the work has started: the header and a first image's record are journalled
         proc.send_signal(signal.SIGINT)
         status = proc.wait(timeout=120)
     text = err.read_text()

@@ -197,6 +197,8 @@ def test_an_ensemble_explains_per_member_and_averages_by_weight(tmp_path, photo,
     for face, single in zip(result.faces, default_result.faces):
         heat = face.member_heat
         assert face.box == single.box
+        if face.target != single.target:  # the ensemble may pick another class: explain the default for that one
+            single = next(f for f in explain(photo, target=face.target).faces if f.box == face.box)
         assert np.allclose(heat["default"], single.heat, atol=1e-5)  # the first member is the default itself
         assert not np.allclose(heat["b"], heat["default"], atol=0.05)
         assert np.allclose(face.heat, 0.75 * heat["default"] + 0.25 * heat["b"], atol=1e-5)

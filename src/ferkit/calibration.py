@@ -281,7 +281,11 @@ def describe(calibration: Mapping[str, Any] | None, tta: str) -> str | None:
 
 
 def validate(calibration: Any, labels: Sequence[str]) -> None:
-    """Raise CalibrationError (one line) unless ``calibration`` is empty or a usable calibration for ``labels``."""
+    """Raise CalibrationError (one line) unless ``calibration`` is empty or a usable calibration for ``labels``.
+
+    Vector parameters must cover every label; extra ones are ignored (looked up by name), so a card whose labels
+    disagree with its graph fails on that, the real cause, when the graph loads.
+    """
     if not calibration:
         return
     if not isinstance(calibration, dict) or not isinstance(calibration.get("per_tta"), dict):
@@ -296,7 +300,7 @@ def validate(calibration: Any, labels: Sequence[str]) -> None:
         if calibration["method"] == "vector":
             for key in ("scale", "bias"):
                 values = params.get(key)
-                if not isinstance(values, dict) or sorted(values) != sorted(labels) or not all(
+                if not isinstance(values, dict) or not set(labels) <= set(values) or not all(
                         isinstance(v, (int, float)) and math.isfinite(v) for v in values.values()):
                     raise CalibrationError(f"calibration for tta={tta}: {key} must give a number for each label "
                                            f"({', '.join(labels)}); rerun ferkit calibrate")
