@@ -21,6 +21,7 @@ import click
 from ferkit import __version__
 from ferkit.errors import FerkitError, UserInputError
 from ferkit.extras import require
+from ferkit.scale.cluster import ENGINES
 
 log = logging.getLogger("ferkit.cli")
 
@@ -167,6 +168,18 @@ def workers_option() -> Callable:
     return once_option("--workers", type=click.IntRange(min=1),
                        help="Images decoded and detected at once, in threads (default: one per core; detectors "
                             "that allow it).")
+
+
+def engine_option() -> Callable:
+    return once_option("--engine", default="local", type=click.Choice(ENGINES),
+                       help="local: this process (and its threads). ray: a Ray cluster (the 'ray' extra; see "
+                            "--address and docs/SCALING.md).")
+
+
+def address_option() -> Callable:
+    return once_option("--address", metavar="ADDR",
+                       help="With --engine ray: the cluster to join ('auto', 'ray://HOST:10001', 'HOST:6379'); "
+                            "default: start a local one for this run.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
