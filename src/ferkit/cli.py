@@ -905,14 +905,24 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, tta: str
               help="With --camera: show the overlay window where a display exists (q or Esc stops); "
                    "--no-window runs headless.")
 @tta_option()
+@engine_option()
+@address_option()
+@click.option("--segment-seconds", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="With --engine ray: seconds of video per task (each video is cut into segments run in parallel).")
+@click.option("--overlap-seconds", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="With --engine ray: warm-up seconds read before each segment, to stitch people's ids and warm "
+                   "up tracking and smoothing (docs/SCALING.md).")
 def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: int | None, detect_fps: float | None,
           model: str, detector: str, min_face: int, max_people: int | None, start: float, end: float | None,
           smooth: float, no_reid: bool, lecture: bool, aggregate_only: bool | None, no_annotate: bool,
-          window: bool, tta: str) -> None:
+          window: bool, tta: str, engine: str, address: str | None, segment_seconds: float,
+          overlap_seconds: float) -> None:
     """Follow every person through videos (mp4, avi, mkv, webm, mov; folders) or a live camera: emotions per
     person over time, the group per second, and the lecture view (see docs/VIDEO.md)."""
     if (camera is None) == (not paths):
         raise UserInputError("give video files/folders or --camera N (not both)")
+    if engine == "ray" and camera is not None:
+        raise UserInputError("--engine ray cuts video files into segments; a live --camera runs with --engine local")
     require("video", "ferkit video")
     prepare_out_dir(out)
     from ferkit.recognizer import Recognizer
@@ -929,9 +939,16 @@ def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: i
         result = run_camera(camera, recognizer, out, options, echo=lambda m: click.echo(m, err=True), window=window)
         click.echo(_video_line(result, out))
         return
-    from ferkit.video.run import run_videos
+    if engine == "ray":
+        from ferkit.scale.video import run_videos_on_ray
 
-    summary = run_videos(list(paths), recognizer, out, options, on_error=_report_line)
+        spec = {"model": model, "detector": detector, "min_face": min_face, "tta": tta}
+        summary = run_videos_on_ray(list(paths), recognizer, spec, out, options, segment_seconds, overlap_seconds,
+                                    address, on_error=_report_line)
+    else:
+        from ferkit.video.run import run_videos
+
+        summary = run_videos(list(paths), recognizer, out, options, on_error=_report_line)
     for result in summary.results:
         click.echo(_video_line(result, None))
     fps = summary.frames / summary.seconds if summary.seconds else 0.0

@@ -87,6 +87,11 @@ class IdentityBook:
     def people(self) -> int:
         return len(self._people)
 
+    def galleries(self) -> dict[int, list[np.ndarray]]:
+        """person id -> the descriptors kept for that person (``ferkit.scale.video`` matches people across the
+        segments of a video with them)."""
+        return {p.pid: list(p.descriptors) for p in self._people}
+
     def assign(self, rgb: np.ndarray, faces: list) -> dict[int, int]:
         """Person id of each ``TrackedFace`` (by track id) in one frame; descriptors only for faces with a
         detection (the boxes of detection frames), only when a track starts or reaches a sampling point."""
