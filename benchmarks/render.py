@@ -166,6 +166,35 @@ def calibration_section() -> list[str]:
     return lines + [""]
 
 
+def scale_video_section() -> list[str]:
+    """`ferkit video --engine ray`: fps with 1 and 2 Ray workers beside one process, and the stitched output's
+    agreement with the single-process one (benchmarks/scale_video.py)."""
+    data = _load("scale_video.json")
+    if data is None:
+        return []
+    lines = ["## Videos on Ray", "",
+             f"Measured with `{data['command']}` ({data['environment']}"
+             + (f"; load average {data['load_average_at_start']} when it started"
+                if "load_average_at_start" in data else "") + f"): a {data['seconds']:.0f} s video of real "
+             f"photos ({data['frames']} frames, 640x360, 3 people, a cut to a 4th and back), cut into "
+             f"{data['segment_s']:g} s segments read from {data['overlap_s']:g} s earlier; every output written. "
+             "Driver = seconds this process spent decoding, drawing and writing the stitched frames.", "",
+             "| engine | workers | segments | wall s | fps | people | driver s |", "|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['engine']} | {r['workers']} | {r.get('segments', '')} | {r['wall_s']} | {r['fps']} | "
+                     f"{r['people']} | {r.get('driver_s', '')} |")
+    agree = next((r["agreement"] for r in data["rows"] if "agreement" in r), None)
+    if agree:
+        lines += ["", f"2 workers against one process: {agree['faces']} face-frames paired, person ids differ on "
+                      f"{agree['person_differs']}, face counts differ on {agree['count_differs']} of "
+                      f"{agree['frames']} frames; detection-frame scores differ by at most "
+                      f"{agree['detected_score_diff']}, tracker-frame scores by at most {agree['tracked_score_diff']} "
+                      f"(boxes IoU >= {agree['min_tracked_iou']}); the label agrees on "
+                      f"{agree['emotion_agree'] / max(agree['faces'], 1):.1%} and the smoothed label on "
+                      f"{agree['smoothed_agree'] / max(agree['faces'], 1):.1%} of face-frames."]
+    return lines + [""]
+
+
 def markdown_section(name: str) -> list[str]:
     path = RESULTS / name
     return [path.read_text().rstrip(), ""] if path.exists() else []
@@ -178,7 +207,7 @@ def main() -> None:
     lines += (accuracy_section() + calibration_section() + tta_section() + ensembles_section() + markdown_section("crop_framing.md")
               + markdown_section("speed.md")
               + markdown_section("detectors.md") + markdown_section("serve_load.md") + markdown_section("memory.md")
-              + train_speed_section() + markdown_section("video_speed.md"))
+              + train_speed_section() + markdown_section("video_speed.md") + scale_video_section())
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT}")

@@ -108,10 +108,10 @@ class SegmentResult:
 @functools.lru_cache(maxsize=2)
 def _recognizer(model: str, detector: str, min_face: int, tta: str):
     """One Recognizer per worker process and settings: Ray reuses a worker for many tasks, so the model and the
-    detector load once per worker, not once per segment."""
+    detector load once per worker, not once per segment. One ONNX thread: a task holds one CPU of the cluster."""
     from ferkit.recognizer import Recognizer
 
-    return Recognizer(model, detector, min_face=min_face, tta=tta, workers=1)
+    return Recognizer(model, detector, min_face=min_face, tta=tta, threads=1, workers=1)
 
 
 def run_segment(path: str, spec: dict[str, Any], options: VideoOptions, segment: Segment) -> SegmentResult:
@@ -391,6 +391,8 @@ def run_videos_on_ray(paths: list[str | os.PathLike], recognizer, spec: dict[str
                 for _ in run:
                     bar.update(1)
             except ray.exceptions.RayError as exc:  # a worker or node lost: this video's line, the others go on
+                if isinstance(exc, ray.exceptions.RayTaskError):
+                    raise  # an exception raised inside a task is a bug: its traceback, not a line
                 lost = f"{path}: a segment failed on the cluster ({str(exc).strip().splitlines()[-1]})"
             bar.close()
             discard(str(path))
