@@ -116,6 +116,35 @@ def test_segments_fall_on_detection_frames_and_cover_the_range():
         plan_segments(0, 10, 30.0, 1, segment_s=0)
 
 
+def test_stitcher_maps_ids_by_shared_boxes_then_descriptors_then_new():
+    """Synthetic segments (exact boxes and descriptors) so each rule is checked on its own: box overlap on the
+    warm-up frames wins over descriptors, a returning face takes its id by descriptor, a stranger gets the next id
+    in order of first appearance, and no two people of one segment share an id."""
+    import numpy as np
+
+    from ferkit.scale.video import Segment, SegmentResult, Stitcher
+    from ferkit.video.results import FrameResult, PersonFace
+
+    def face(person: int, x: int) -> PersonFace:
+        return PersonFace((x, 10, 50, 50), {"happy": 1.0}, person=person)
+
+    alice, bob, carol = (np.eye(128, dtype=np.float32)[i] for i in range(3))
+    stitcher = Stitcher(threshold=0.5)
+    first = stitcher.add(Segment(0, 0, 0, 10, 0.0, 0.0), SegmentResult(
+        [FrameResult(i, i / 10, [face(1, 0), face(2, 100)], True) for i in range(10)], {1: [alice], 2: [bob]}))
+    assert {f.person for fr in first for f in fr.faces} == {1, 2}
+    # segment 2 (warm-up frames 6-9): local 5 sits where person 2 was, though its descriptor says alice; local 4
+    # is alice away from any earlier box; local 3 is a stranger, seen before local 4
+    second = stitcher.add(Segment(1, 6, 10, 20, 0.6, 1.95), SegmentResult(
+        [FrameResult(i, i / 10, [face(5, 100)], True) for i in range(6, 10)]
+        + [FrameResult(10, 1.0, [face(5, 100), face(3, 300)], True),
+           FrameResult(11, 1.1, [face(5, 100), face(3, 300), face(4, 200)], True)],
+        {5: [alice], 3: [carol], 4: [alice + 0.01]}))
+    assert [fr.index for fr in second] == [10, 11]  # the warm-up frames are dropped
+    assert [(f.box[0], f.person) for f in second[1].faces] == [(100, 2), (300, 3), (200, 1)]
+    assert stitcher.people == 3
+
+
 def test_shared_clip_on_ray_equals_single_process(cluster, recognizer, tmp_path):
     from click.testing import CliRunner
 
