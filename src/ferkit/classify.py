@@ -63,6 +63,12 @@ FaceCrops = dict[CropSpec, list[np.ndarray]]
 Crops = Union[Sequence[np.ndarray], Mapping[CropSpec, Sequence[np.ndarray]]]
 
 
+def crop_faces(specs: Sequence[CropSpec], image: np.ndarray, detections: Sequence[Detection]) -> FaceCrops:
+    """Each face cropped once per crop spec (a function of the specs alone, so a process that has no model loaded,
+    such as a Ray detection task, crops exactly as the classifier would)."""
+    return {spec: [spec.crop(image, d) for d in detections] for spec in specs}
+
+
 def n_faces(crops: Crops) -> int:
     if isinstance(crops, Mapping):
         return len(next(iter(crops.values()), []))
@@ -97,7 +103,7 @@ class Classifier(ABC):
 
     def crop(self, image: np.ndarray, detections: Sequence[Detection]) -> FaceCrops:
         """Each face cropped once per crop spec (not once per member)."""
-        return {spec: [spec.crop(image, d) for d in detections] for spec in self.crop_specs}
+        return crop_faces(self.crop_specs, image, detections)
 
     def predict(self, crops: Crops, tta: str | None = None) -> list[dict[str, float]]:
         """One dict label -> probability per face."""

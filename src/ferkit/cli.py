@@ -164,10 +164,10 @@ def tta_option() -> Callable:
     return once_option("--tta", default=DEFAULT_TTA, type=click.Choice(TTA_MODES), help=TTA_HELP)
 
 
-def workers_option() -> Callable:
+def workers_option(more: str = "") -> Callable:
     return once_option("--workers", type=click.IntRange(min=1),
                        help="Images decoded and detected at once, in threads (default: one per core; detectors "
-                            "that allow it).")
+                            "that allow it)." + more)
 
 
 def engine_option() -> Callable:
@@ -273,25 +273,40 @@ def _write_json_atomic(path: str, payload: dict) -> None:
               help="Folder for results.json, faces.csv and annotated/ (a rerun skips finished images).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write all results as JSON ('-' = stdout).")
 @click.option("--csv", "csv_out", type=click.Path(dir_okay=False), help="Write one row per face as CSV.")
-@click.option("--no-annotate", is_flag=True, help="With --out, do not write annotated images.")
+@click.option("--no-annotate", is_flag=True, help="With --out, do not write annotated images (--engine ray never "
+              "writes them).")
 @model_option()
 @detector_option()
 @min_face_option()
 @once_option("--max-faces", type=click.IntRange(min=1), help="Keep only the N largest faces per image.")
 @tta_option()
-@workers_option()
+@workers_option(" With --engine ray: detection tasks at once (default: as many as the cluster's CPUs allow).")
+@engine_option()
+@address_option()
+@once_option("--actors", type=click.IntRange(min=1), default=1,
+             help="With --engine ray: classifier actors, one model load and 1 CPU each.")
 @FORCE
 def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_out: str | None, no_annotate: bool,
             model: str, detector: str, min_face: int, max_faces: int | None, tta: str, workers: int | None,
-            force: bool) -> None:
+            engine: str, address: str | None, actors: int, force: bool) -> None:
     """Find every face in images and folders and classify its emotion.
 
     Faces are numbered from 0 in each image, largest first: the same number in this output, in faces.csv's
     `face` column and in the JSON `faces` list.
+
+    With --engine ray, PATHS may also be URIs pyarrow reads (s3://bucket/photos, gs://...) and manifests (.txt: a
+    path per line; .csv or .parquet: a 'path' column); --out is required and receives faces.parquet and
+    faces.jsonl (faces.csv's columns plus 'error'), resumable like a local run (docs/SCALING.md).
     """
     from ferkit.analyze import analyze_paths, write_csv, write_json
     from ferkit.recognizer import Recognizer
 
+    if engine == "ray":
+        _analyze_on_ray(paths, out, json_out or csv_out, model, detector, min_face, max_faces, tta, workers,
+                        address, actors, force)
+        return
+    if address is not None or actors != 1:
+        raise UserInputError(f"{'--address' if address is not None else '--actors'} needs --engine ray")
     check_inputs(paths)
     prepare_out_file(json_out, "--json")
     prepare_out_file(csv_out, "--csv")
@@ -320,6 +335,34 @@ def analyze(paths: tuple[str, ...], out: str | None, json_out: str | None, csv_o
     click.echo(f"{plural(summary.images, 'image')}, {plural(summary.faces, 'face')}{done}, "
                f"{len(summary.failed):,} failed" + (f"; results in {out}" if out else ""), err=True)
     if summary.failed:
+        sys.exit(1)
+
+
+def _analyze_on_ray(paths: tuple[str, ...], out: str | None, table: str | None, model: str, detector: str,
+                    min_face: int, max_faces: int | None, tta: str, workers: int | None, address: str | None,
+                    actors: int, force: bool) -> None:
+    """`ferkit analyze --engine ray`: checks, then ferkit.scale.analyze on the cluster; exit 1 if some file failed."""
+    from ferkit.scale.cluster import import_ray, ray_session
+    from ferkit.scale.sources import is_uri
+
+    what = "ferkit analyze --engine ray"
+    import_ray(what)
+    if out is None:
+        raise UserInputError("--engine ray writes its results into a folder: give --out DIR")
+    if table:
+        raise UserInputError("--engine ray writes faces.parquet and faces.jsonl into --out; --json and --csv are for "
+                             "--engine local")
+    missing = [p for p in paths if not is_uri(p) and not os.path.exists(p)]
+    if missing:
+        raise UserInputError(f"no such file or folder: {', '.join(missing)}")
+    prepare_out_dir(out)
+    from ferkit.scale.analyze import analyze_on_ray
+
+    with ray_session(address, what):
+        summary = analyze_on_ray(list(paths), out, model, detector, min_face, max_faces, tta, force,
+                                 workers=workers, actors=actors, on_error=_report_skip)
+    click.echo(summary.line(), err=True)
+    if summary.errors:
         sys.exit(1)
 
 

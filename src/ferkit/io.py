@@ -222,16 +222,17 @@ def reduction(width: int, height: int, max_side: int | None) -> int:
 
 
 def decode_image(source: str | os.PathLike | bytes, mode: str = "rgb", max_side: int | None = None,
-                 budget: MemoryBudget | None = None) -> Decoded:
+                 budget: MemoryBudget | None = None, name: str | None = None) -> Decoded:
     """Decode an image file (or its bytes) to uint8 pixels, reduced to at most ``max_side`` on the longer side.
 
     EXIF orientation is applied, transparency is composited on white, 16-bit and float images are scaled to 8 bits
     (:func:`_uint8_rule`). With ``budget``, the full-size decode waits for room in it. Raises ImageError with a
-    one-line message for missing, empty, corrupt, truncated, non-image or oversized input.
+    one-line message for missing, empty, corrupt, truncated, non-image or oversized input, naming ``name`` (default:
+    the path, or ``<bytes>``).
     """
     if mode not in ("rgb", "gray"):
         raise ValueError(f"mode must be 'rgb' or 'gray', not {mode!r}")
-    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    name = name or ("<bytes>" if isinstance(source, bytes) else str(source))
     if not isinstance(source, bytes):
         if not os.path.exists(source):
             raise ImageError(f"{name}: no such file")

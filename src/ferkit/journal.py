@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -85,9 +85,9 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     return settings, records
 
 
-def _still_valid(record: dict[str, Any]) -> bool:
+def _still_valid(record: dict[str, Any], key_of: Callable[[str], list[int]]) -> bool:
     try:
-        return record.get("file_key") == file_key(record["source"])
+        return record.get("file_key") == key_of(record["source"])
     except OSError:
         return False
 
@@ -142,14 +142,16 @@ def locked(out_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def open_journal(out: str | os.PathLike, settings: dict[str, Any], force: bool = False) -> Iterator[Journal]:
+def open_journal(out: str | os.PathLike, settings: dict[str, Any], force: bool = False,
+                 key_of: Callable[[str], list[int]] = file_key) -> Iterator[Journal]:
     """Lock ``out``, check the settings, drop records no longer valid (removing their annotated images) and yield the
-    journal; the lock is held until the block ends, so write every output inside it."""
+    journal; the lock is held until the block ends, so write every output inside it. ``key_of``: a source's
+    [size, mtime_ns] (raises OSError when it is gone); ``ferkit.scale`` passes one that also reaches remote files."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     with locked(out_dir):
         old_settings, old = _read(out_dir / JOURNAL)
-        valid = {r["source"]: r for r in old if _still_valid(r)}
+        valid = {r["source"]: r for r in old if _still_valid(r, key_of)}
         problem = _changed(out_dir, old_settings, settings) if valid else None
         if problem and not force:
             raise UserInputError(problem)

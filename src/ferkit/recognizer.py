@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ferkit.errors import UserInputError
-from ferkit.classify import Classifier, FaceCrops, load_classifier, n_faces
+from ferkit.classify import Classifier, CropSpec, FaceCrops, crop_faces, load_classifier, n_faces
 from ferkit.faces import get_detector
+from ferkit.faces.registry import Detector
 from ferkit.faces.detection import Detection, make_detection
 from ferkit.io import ImageError, MemoryBudget, decode_image
 from ferkit.results import Face, ImageResult
@@ -45,8 +46,9 @@ MiB = 1 << 20
 
 
 @dataclass
-class _Pending:
-    """An image that has been detected and cropped, waiting for its faces to be classified in a batch."""
+class Pending:
+    """An image that has been detected and cropped, waiting for its faces to be classified in a batch (picklable:
+    ``ferkit.scale`` ships it from a detection task to a classifier actor)."""
 
     result: ImageResult
     image: np.ndarray | None
@@ -176,7 +178,7 @@ class Recognizer:
 
     def _run(self, sources: Iterable[Source], keep_images: bool,
              tta: str | None = None) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
-        batch: list[_Pending] = []
+        batch: list[Pending] = []
         held = 0
         for pending in self._detected(sources, keep_images):
             batch.append(pending)
@@ -187,7 +189,7 @@ class Recognizer:
         if batch:
             yield from self._classify(batch, tta)
 
-    def _detected(self, sources: Iterable[Source], keep_images: bool) -> Iterator[_Pending]:
+    def _detected(self, sources: Iterable[Source], keep_images: bool) -> Iterator[Pending]:
         """Images decoded, detected and cropped, in input order; with several workers, at most ``2 * workers``
         submitted ahead (the threads keep working while the caller classifies a batch)."""
         if self.workers == 1:
@@ -195,7 +197,7 @@ class Recognizer:
                 yield self._detect_one(source, keep_images)
             return
         pool = self._detection_pool()
-        ahead: deque[Future[_Pending]] = deque()
+        ahead: deque[Future[Pending]] = deque()
         try:
             for source in sources:
                 ahead.append(pool.submit(self._detect_one, source, keep_images))
@@ -214,50 +216,23 @@ class Recognizer:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="ferkit-detect")
         return self._pool
 
-    def _detect_one(self, source: Source, keep_image: bool) -> _Pending:
-        name = "<array>" if isinstance(source, np.ndarray) else str(source)
-        t0 = time.perf_counter()
-        try:
-            if isinstance(source, np.ndarray):
-                if source.ndim not in (2, 3) or source.dtype != np.uint8:
-                    raise ImageError(f"{name}: expected a uint8 HxW or HxWx3 array, got {source.dtype} {source.shape}")
-                image, scale, (height, width) = source, 1.0, source.shape[:2]
-            else:
-                decoded = decode_image(source, "rgb", self.max_side, self._decode_budget)
-                image, scale, width, height = decoded.pixels, decoded.scale, decoded.width, decoded.height
-        except ImageError as exc:
-            return _Pending(ImageResult(name, 0, 0, [], error=str(exc)), None, [], {})
-        t1 = time.perf_counter()
-        found = [(d, to_original(d, scale, width, height)) for d in self.detector.detect(image)]
-        found = [(d, o) for d, o in found if min(o.box[2], o.box[3]) >= self.min_face]
-        if self.max_faces is not None:
-            found = found[: self.max_faces]
-        t2 = time.perf_counter()
-        crops = self.classifier.crop(image, [d for d, _ in found])
-        t3 = time.perf_counter()
-        return _Pending(ImageResult(name, width, height, [], self.model_name, self.detector.name),
-                        image if keep_image else None, [o for _, o in found], crops,
-                        {"decode": t1 - t0, "detect": t2 - t1, "align_crop": t3 - t2})
+    def _detect_one(self, source: Source, keep_image: bool) -> Pending:
+        return detect_and_crop(source, self.detector, self.classifier.crop_specs, self.max_side, self.min_face,
+                               self.max_faces, self.model_name, self._decode_budget, keep_image)
 
-    def _classify(self, pending: list[_Pending],
+    def _classify(self, pending: list[Pending],
                   tta: str | None = None) -> Iterator[tuple[ImageResult, np.ndarray | None]]:
-        crops = {spec: [c for p in pending for c in p.crops.get(spec, [])] for spec in self.classifier.crop_specs}
         for p in pending:
             for stage, seconds in p.seconds.items():
                 self.timings[stage] += seconds
         t0 = time.perf_counter()
-        scores = self.classifier.predict(crops, tta)
+        faces = classify_pending(self.classifier, pending, tta)
         self.timings["classify"] += time.perf_counter() - t0
-        self.timings["faces"] += n_faces(crops)
+        self.timings["faces"] += faces
         self.timings["images"] += len(pending)
-        i = 0
         for p in pending:
-            for det in p.detections:
-                p.result.faces.append(Face(tuple(int(v) for v in det.box), scores[i], dict(det.landmarks), det.score))
-                i += 1
-            image, p.image, p.crops = p.image, None, {}  # the caller's reference is the last one
+            image, p.image = p.image, None  # the caller's reference is the last one
             yield p.result, image
-
 
     def analyze_video(self, source: str | os.PathLike | int, out: str | os.PathLike | None = None, **options):
         """A video file, camera index or stream URL, followed over time: a ``ferkit.video.VideoRun``.
@@ -270,6 +245,55 @@ class Recognizer:
         from ferkit.video import VideoOptions, VideoRun
 
         return VideoRun(self, source, VideoOptions(**options), out)
+
+
+def detect_and_crop(source: Source, detector: Detector, crop_specs: Sequence[CropSpec], max_side: int,
+                    min_face: int = 0, max_faces: int | None = None, model_name: str = "",
+                    budget: MemoryBudget | None = None, keep_image: bool = False,
+                    name: str | None = None) -> Pending:
+    """Decode one image (a path, its bytes or an array), detect its faces and crop each once per crop spec.
+
+    The first half of :class:`Recognizer`, as a function so that a Ray task (``ferkit.scale.analyze``) runs exactly
+    what a Recognizer runs. A file that cannot be decoded gives a Pending whose result has ``error`` set (never an
+    exception). ``name``: the source shown in the result (default: the path; required for bytes).
+    """
+    if name is None:
+        name = "<array>" if isinstance(source, np.ndarray) else "<bytes>" if isinstance(source, bytes) else str(source)
+    t0 = time.perf_counter()
+    try:
+        if isinstance(source, np.ndarray):
+            if source.ndim not in (2, 3) or source.dtype != np.uint8:
+                raise ImageError(f"{name}: expected a uint8 HxW or HxWx3 array, got {source.dtype} {source.shape}")
+            image, scale, (height, width) = source, 1.0, source.shape[:2]
+        else:
+            decoded = decode_image(source, "rgb", max_side, budget, name=name)
+            image, scale, width, height = decoded.pixels, decoded.scale, decoded.width, decoded.height
+    except ImageError as exc:
+        return Pending(ImageResult(name, 0, 0, [], error=str(exc)), None, [], {})
+    t1 = time.perf_counter()
+    found = [(d, to_original(d, scale, width, height)) for d in detector.detect(image)]
+    found = [(d, o) for d, o in found if min(o.box[2], o.box[3]) >= min_face]
+    if max_faces is not None:
+        found = found[:max_faces]
+    t2 = time.perf_counter()
+    crops = crop_faces(crop_specs, image, [d for d, _ in found])
+    t3 = time.perf_counter()
+    return Pending(ImageResult(name, width, height, [], model_name, detector.name), image if keep_image else None,
+                   [o for _, o in found], crops, {"decode": t1 - t0, "detect": t2 - t1, "align_crop": t3 - t2})
+
+
+def classify_pending(classifier: Classifier, pending: Sequence[Pending], tta: str | None = None) -> int:
+    """Classify the faces of several images in one call per crop spec and fill in each result's faces (the second
+    half of :class:`Recognizer`); drops the crops; returns the number of faces."""
+    crops = {spec: [c for p in pending for c in p.crops.get(spec, [])] for spec in classifier.crop_specs}
+    scores = classifier.predict(crops, tta)
+    i = 0
+    for p in pending:
+        for det in p.detections:
+            p.result.faces.append(Face(tuple(int(v) for v in det.box), scores[i], dict(det.landmarks), det.score))
+            i += 1
+        p.crops = {}
+    return n_faces(crops)
 
 
 def iter_image_paths(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
