@@ -195,6 +195,58 @@ def scale_video_section() -> list[str]:
     return lines + [""]
 
 
+def scale_analyze_table(data: dict) -> list[str]:
+    """The measured table of `ferkit analyze` on Ray against single-process, and the per-worker figures."""
+    lines = ["| engine | detection workers | images/s | faces/s | wall s | Ray start-up s | decode+detect+crop s "
+             "(summed) | classify s | model+detector loads s | worker start-up s | driver writes s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        st = r["stages"]
+        write = "-" if st["write_and_other"] is None else f"{st['write_and_other']:.2f}"
+        start = "-" if st.get("worker_start") is None else f"{st['worker_start']:.1f}"
+        startup = "-" if r["engine"] == "local" else f"{r['startup_s']:.1f}"
+        workers = f"{r['workers']} threads" if r["engine"] == "local" else f"{r['workers']} tasks + 1 actor"
+        lines.append(f"| {r['engine']} | {workers} | {r['images_per_s']:.2f} | {r['faces_per_s']:.2f} | "
+                     f"{r['wall_s']:.1f} | {startup} | {st['decode_detect_crop']:.1f} | {st['classify']:.2f} | "
+                     f"{st['model_detector_load']:.2f} | {start} | {write} |")
+    ray1 = next((r for r in data["rows"] if r["engine"] == "ray"), None)
+    lines += ["", f"{data['images']} images ({data['photos']}, {data['copies']} cop{'y' if data['copies'] == 1 else 'ies'}"
+              f" each), {data['faces']} faces, one run each; {data['machine']}. Measured by `{data['command']}`. "
+              "Wall time covers listing, model loads, the pipeline and the final write, not Ray's start-up (its own "
+              "column). Summed stage seconds add up the tasks' and actors' own clocks, so with several workers they "
+              f"exceed the wall time. Largest probability difference between the engines: {data['max_prob_diff']:.1e} "
+              "(same faces and boxes)."]
+    if ray1:
+        det = ray1["stages"]["decode_detect_crop"] / max(ray1["images"], 1)
+        cls = ray1["stages"]["classify"] / max(ray1["images"], 1)
+        lines += ["", f"Per worker, from the 1-worker Ray run: a detection CPU does {1 / det:.1f} images/s "
+                  f"({det * 1000:.0f} ms per image), a classifier actor {1 / cls:.0f} images/s "
+                  f"({cls * 1000:.1f} ms per image, its faces batched)."]
+    return lines
+
+
+def scale_analyze_section() -> list[str]:
+    data = _load("scale_analyze.json")
+    if not data:
+        return []
+    return ["## Batch analysis on Ray (`ferkit analyze --engine ray`)", "",
+            *scale_analyze_table(data), "", "docs/SCALING.md explains the table and the expected scaling.", ""]
+
+
+def render_scaling() -> None:
+    """Replace the measured block of docs/SCALING.md (between its markers) with the current table."""
+    path = HERE.parent / "docs" / "SCALING.md"
+    data = _load("scale_analyze.json")
+    begin, end = "<!-- scale_analyze:begin -->", "<!-- scale_analyze:end -->"
+    if not data or not path.exists() or begin not in path.read_text():
+        return
+    text = path.read_text()
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(head + begin + "\n" + "\n".join(scale_analyze_table(data)) + "\n" + end + tail)
+    print(f"wrote {path}")
+
+
 def markdown_section(name: str) -> list[str]:
     path = RESULTS / name
     return [path.read_text().rstrip(), ""] if path.exists() else []
@@ -207,10 +259,12 @@ def main() -> None:
     lines += (accuracy_section() + calibration_section() + tta_section() + ensembles_section() + markdown_section("crop_framing.md")
               + markdown_section("speed.md")
               + markdown_section("detectors.md") + markdown_section("serve_load.md") + markdown_section("memory.md")
-              + train_speed_section() + markdown_section("video_speed.md") + scale_video_section())
+              + train_speed_section() + markdown_section("video_speed.md") + scale_analyze_section()
+              + scale_video_section())
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT}")
+    render_scaling()
 
 
 if __name__ == "__main__":

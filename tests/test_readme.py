@@ -74,6 +74,8 @@ def readme_commands() -> list[tuple[str, str | None]]:
                 reason = "needs the train extra, which the README's install line does not install"
             elif (extras := re.search(r'pip install[^"]*"\.\[([^\]]*)\]"', command)) and extras.group(1) != "faces":
                 reason = f"installs extras beyond the README's install line ({extras.group(1)}); their tests cover them"
+            elif re.search(r"--engine ray\b", command):
+                reason = "needs the ray extra, which the README's install line does not install (test_scale_*.py)"
             elif re.search(r"ferkit explain\b", command):
                 reason = "needs the explain extra, which the README's install line does not install (test_explain.py)"
             elif re.search(r"ferkit serve\b", command):
@@ -209,7 +211,8 @@ def _one_line_error(done: subprocess.CompletedProcess) -> str:
 
 @pytest.mark.parametrize("command,extra", [("ferkit train configs/default.yaml --out runs/x", "train"),
                                            ("ferkit export configs --out my-model", "train"),
-                                           ("ferkit serve --port 0", "serve")])
+                                           ("ferkit serve --port 0", "serve"),
+                                           ("ferkit analyze --engine ray photos --out results-ray", "ray")])
 def test_commands_without_their_extra_say_how_to_install_it(readme_env, command, extra):
     line = _one_line_error(readme_env.run(command))
     assert f'needs the \'{extra}\' extra: pip install "ferkit[{extra}]"' in line

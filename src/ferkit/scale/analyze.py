@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import math
+import os
 import pickle
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 
 PARQUET = "faces.parquet"
 JSONL = "faces.jsonl"
-STAGES = ("decode", "detect", "align_crop", "classify", "detector_load", "model_load")
+STAGES = ("decode", "detect", "align_crop", "classify", "detector_load", "model_load", "worker_start")
 DECODE_BYTES = 512 << 20
 """Each detection process's budget for full-size decodes (single-process analyze's ``decode_bytes``); every
 detection task also reserves this much of Ray's ``memory`` resource, so a node runs no more of them than its memory
@@ -100,6 +101,32 @@ class RayAnalyzeSummary:
 # The two stages, as they run on the cluster.
 
 
+_IMPORTED = time.time()
+
+
+@functools.cache
+def _worker_start() -> float:
+    """Seconds from this worker process's creation to this module imported (Python, ferkit, ONNX Runtime, OpenCV):
+    the first caller in a process gets it, later ones 0, so summing over rows counts each process once."""
+    try:
+        import psutil  # a dependency of ray
+
+        return max(0.0, _IMPORTED - psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 -- a measurement only; never fail a batch over it
+        return 0.0
+
+
+def _once(name: str, value: float) -> float:
+    """``value`` the first time ``name`` is asked for in this process, 0 after."""
+    if name in _REPORTED:
+        return 0.0
+    _REPORTED.add(name)
+    return value
+
+
+_REPORTED: set[str] = set()
+
+
 @functools.lru_cache(maxsize=4)
 def _detector(name: str):
     """One detector per worker process (Ray reuses workers, so the models load once per process)."""
@@ -131,11 +158,12 @@ def detect_batch(batch: dict[str, np.ndarray], spec: DetectSpec) -> dict[str, np
                 continue
         pending.append(detect_and_crop(data, detector, spec.crop_specs, spec.max_side, spec.min_face,
                                        spec.max_faces, spec.model_name, _budget(), name=source))
-    loads = np.zeros(len(pending))
+    loads, starts = np.zeros(len(pending)), np.zeros(len(pending))
     if len(pending):
-        loads[0] = load
+        loads[0], starts[0] = load, _once("detect", _worker_start())
     return {"source": batch["source"], "size": batch["size"], "mtime_ns": batch["mtime_ns"],
-            "pending": np.array([pickle.dumps(p) for p in pending], dtype=object), "detector_load": loads}
+            "pending": np.array([pickle.dumps(p) for p in pending], dtype=object), "detector_load": loads,
+            "worker_start": starts}
 
 
 def _failed(source: str, error: str) -> Pending:
@@ -168,6 +196,9 @@ class Classify:
         out = {"source": batch["source"], "size": batch["size"], "mtime_ns": batch["mtime_ns"],
                "record": np.array([json.dumps(p.result.to_dict()) for p in pending], dtype=object)}
         seconds[:, STAGES.index("detector_load")] = batch["detector_load"]
+        seconds[:, STAGES.index("worker_start")] = batch["worker_start"]
+        if len(pending):
+            seconds[0, STAGES.index("worker_start")] += _once("classify", _worker_start())
         out.update({stage: seconds[:, i] for i, stage in enumerate(STAGES)})
         return out
 
@@ -214,7 +245,9 @@ def analyze_on_ray(paths: Sequence[str], out: str | Path, model: str = "default"
         spec = DetectSpec(recognizer.detector.name, tuple(recognizer.classifier.crop_specs), recognizer.max_side,
                           min_face, max_faces, recognizer.model_name)
         labels = list(recognizer.labels)
-        model_arg = str(getattr(recognizer.classifier, "folder", model))
+    # a shipped name resolves on each node in its own ferkit; a package folder by its absolute path (Ray's workers
+    # run in a session folder of their own, so a relative path would name nothing there)
+    model_arg = os.path.abspath(model) if os.path.exists(model) else model
     listed = {i.source: i.key for i in inputs}
     with open_journal(out, settings, force, key_of=_key_of(listed)) as journal:
         todo = [i for i in inputs if not journal.is_done(i.source, list(i.key))]

@@ -129,7 +129,8 @@ def _list_remote(uri: str, on_error: Callable[[str], None]) -> Iterable[Input]:
              sorted((i for i in filesystem.get_file_info(fs.FileSelector(path, recursive=True))
                      if i.type == fs.FileType.File and is_image_path(i.path)), key=lambda i: i.path))
     for i in infos:
-        yield Input(prefix + i.path, (int(i.size or 0), int(i.mtime_ns or 0)))
+        sep = "" if prefix.endswith("//") or i.path.startswith("/") else "/"
+        yield Input(prefix + sep + i.path, (int(i.size or 0), int(i.mtime_ns or 0)))
 
 
 def list_sources(paths: Sequence[str], on_error: Callable[[str], None]) -> list[Input]:
