@@ -198,7 +198,7 @@ def scale_video_section() -> list[str]:
 def scale_analyze_table(data: dict) -> list[str]:
     """The measured table of `ferkit analyze` on Ray against single-process, and the per-worker figures."""
     lines = ["| engine | detection workers | images/s | faces/s | wall s | Ray start-up s | decode+detect+crop s "
-             "(summed) | classify s | model+detector loads s | worker start-up s | driver writes s |",
+             "(summed) | classify s | model+detector loads s | ferkit imports in workers s | driver writes s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
         st = r["stages"]

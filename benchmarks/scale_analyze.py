@@ -8,7 +8,7 @@ fresh local Ray cluster of W + 1 CPUs (W detection tasks at once and one classif
 ``analyze_on_ray(..., workers=W)``. Each run writes into a fresh output folder (nothing is skipped). Reported:
 images/s and faces/s over the run's wall time (model loads included, Ray start-up not: it is its own column), where
 the time goes (decode+detect+crop and classify summed over tasks and actors, detector and model loads, worker
-processes' start-up until ferkit is imported, the driver's journal and table writes, Ray start-up and shutdown), and the largest probability difference between the engines.
+processes' first import of ferkit (NumPy, OpenCV, ONNX Runtime), the driver's journal and table writes, Ray start-up and shutdown), and the largest probability difference between the engines.
 
 Then ``python benchmarks/render.py`` puts it into docs/BENCHMARKS.md and docs/SCALING.md.
 """
@@ -79,7 +79,7 @@ def ray_run(folder: Path, out: Path, workers: int) -> dict:
         shutdown = time.perf_counter() - t1
     s = summary.stages
     stages = {"decode_detect_crop": s["decode"] + s["detect"] + s["align_crop"], "classify": s["classify"],
-              "model_detector_load": s["model_load"] + s["detector_load"], "worker_start": s["worker_start"],
+              "model_detector_load": s["model_load"] + s["detector_load"], "worker_start": s["worker_import"],
               "write_and_other": s["write"]}
     return {"engine": "ray", "workers": workers, "images": summary.images, "faces": summary.faces,
             "wall_s": summary.seconds, "startup_s": started, "shutdown_s": shutdown, "stages": stages}

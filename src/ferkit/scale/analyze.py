@@ -22,13 +22,16 @@ inside the tasks, and Ray Data's streaming executor bounds how many are in fligh
 
 from __future__ import annotations
 
+import time
+
+_T0 = time.perf_counter()  # before the imports below: what loading ferkit costs a fresh Ray worker process
+
 import functools
 import json
 import logging
 import math
 import os
 import pickle
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +50,13 @@ from ferkit.scale.sources import Input, is_uri, key_of, list_sources, read_bytes
 
 log = logging.getLogger(__name__)
 
+IMPORT_SECONDS = time.perf_counter() - _T0
+"""Seconds this module's imports took in this process (Python modules of ferkit, NumPy, OpenCV, ONNX Runtime, PIL
+that were not loaded yet): in a Ray worker, the start-up cost its first task pays."""
+
 PARQUET = "faces.parquet"
 JSONL = "faces.jsonl"
-STAGES = ("decode", "detect", "align_crop", "classify", "detector_load", "model_load", "worker_start")
+STAGES = ("decode", "detect", "align_crop", "classify", "detector_load", "model_load", "worker_import")
 DECODE_BYTES = 512 << 20
 """Each detection process's budget for full-size decodes (single-process analyze's ``decode_bytes``); every
 detection task also reserves this much of Ray's ``memory`` resource, so a node runs no more of them than its memory
@@ -101,19 +108,6 @@ class RayAnalyzeSummary:
 # The two stages, as they run on the cluster.
 
 
-_IMPORTED = time.time()
-
-
-@functools.cache
-def _worker_start() -> float:
-    """Seconds from this worker process's creation to this module imported (Python, ferkit, ONNX Runtime, OpenCV):
-    the first caller in a process gets it, later ones 0, so summing over rows counts each process once."""
-    try:
-        import psutil  # a dependency of ray
-
-        return max(0.0, _IMPORTED - psutil.Process().create_time())
-    except Exception:  # noqa: BLE001 -- a measurement only; never fail a batch over it
-        return 0.0
 
 
 def _once(name: str, value: float) -> float:
@@ -160,10 +154,10 @@ def detect_batch(batch: dict[str, np.ndarray], spec: DetectSpec) -> dict[str, np
                                        spec.max_faces, spec.model_name, _budget(), name=source))
     loads, starts = np.zeros(len(pending)), np.zeros(len(pending))
     if len(pending):
-        loads[0], starts[0] = load, _once("detect", _worker_start())
+        loads[0], starts[0] = load, _once("detect", IMPORT_SECONDS)
     return {"source": batch["source"], "size": batch["size"], "mtime_ns": batch["mtime_ns"],
             "pending": np.array([pickle.dumps(p) for p in pending], dtype=object), "detector_load": loads,
-            "worker_start": starts}
+            "worker_import": starts}
 
 
 def _failed(source: str, error: str) -> Pending:
@@ -196,9 +190,9 @@ class Classify:
         out = {"source": batch["source"], "size": batch["size"], "mtime_ns": batch["mtime_ns"],
                "record": np.array([json.dumps(p.result.to_dict()) for p in pending], dtype=object)}
         seconds[:, STAGES.index("detector_load")] = batch["detector_load"]
-        seconds[:, STAGES.index("worker_start")] = batch["worker_start"]
+        seconds[:, STAGES.index("worker_import")] = batch["worker_import"]
         if len(pending):
-            seconds[0, STAGES.index("worker_start")] += _once("classify", _worker_start())
+            seconds[0, STAGES.index("worker_import")] += _once("classify", IMPORT_SECONDS)
         out.update({stage: seconds[:, i] for i, stage in enumerate(STAGES)})
         return out
 
