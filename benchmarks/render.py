@@ -6,6 +6,7 @@ No number is typed by hand: each section renders one results file and names the 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from papers import SEED_001_TABLE_5, SEED_002_TABLE_II
@@ -205,7 +206,8 @@ def scale_analyze_table(data: dict) -> list[str]:
         write = "-" if st["write_and_other"] is None else f"{st['write_and_other']:.2f}"
         start = "-" if st.get("worker_start") is None else f"{st['worker_start']:.1f}"
         startup = "-" if r["engine"] == "local" else f"{r['startup_s']:.1f}"
-        workers = f"{r['workers']} threads" if r["engine"] == "local" else f"{r['workers']} tasks + 1 actor"
+        workers = (f"{r['workers']} threads" if r["engine"] == "local" else
+                   f"{r['workers']} task{'s' if r['workers'] > 1 else ''} + 1 actor")
         lines.append(f"| {r['engine']} | {workers} | {r['images_per_s']:.2f} | {r['faces_per_s']:.2f} | "
                      f"{r['wall_s']:.1f} | {startup} | {st['decode_detect_crop']:.1f} | {st['classify']:.2f} | "
                      f"{st['model_detector_load']:.2f} | {start} | {write} |")
@@ -217,11 +219,29 @@ def scale_analyze_table(data: dict) -> list[str]:
               f"exceed the wall time. Largest probability difference between the engines: {data['max_prob_diff']:.1e} "
               "(same faces and boxes)."]
     if ray1:
-        det = ray1["stages"]["decode_detect_crop"] / max(ray1["images"], 1)
-        cls = ray1["stages"]["classify"] / max(ray1["images"], 1)
-        lines += ["", f"Per worker, from the 1-worker Ray run: a detection CPU does {1 / det:.1f} images/s "
-                  f"({det * 1000:.0f} ms per image), a classifier actor {1 / cls:.0f} images/s "
-                  f"({cls * 1000:.1f} ms per image, its faces batched)."]
+        n, st = max(ray1["images"], 1), ray1["stages"]
+        det, cls = st["decode_detect_crop"] / n, st["classify"] / n
+        fixed = ray1["startup_s"] + st["model_detector_load"] + (st.get("worker_start") or 0)
+        work = st["decode_detect_crop"] + st["classify"]
+        cpus = 64
+        actors = max(1, math.ceil(cpus * cls / det))
+        lines += ["", "**Where the time goes** (the 1-worker Ray run): decode+detect+crop is "
+                  f"{st['decode_detect_crop'] / work:.0%} of the tasks' and actors' work, classification "
+                  f"{st['classify'] / work:.0%}. Fixed costs that do not grow with the number of files: Ray start-up "
+                  f"{ray1['startup_s']:.1f} s, ferkit's imports in fresh worker processes {st.get('worker_start') or 0:.1f} s "
+                  f"(summed over processes), model and detector loads {st['model_detector_load']:.2f} s, "
+                  f"{fixed:.1f} s in all. The driver's journal and table writes took {st['write_and_other']:.2f} s "
+                  f"({st['write_and_other'] / n * 1000:.2f} ms per image). The rest of the wall time "
+                  f"({ray1['wall_s']:.1f} s against {st['decode_detect_crop'] + st['classify']:.1f} s of work) is "
+                  "Ray Data's scheduling and the stages waiting for each other, and on this machine the other jobs "
+                  "sharing its two cores.",
+                  "", f"**Per worker**: a detection CPU does {1 / det:.1f} images/s ({det * 1000:.0f} ms per image), a "
+                  f"classifier actor {1 / cls:.0f} images/s ({cls * 1000:.1f} ms per image, its faces batched). "
+                  f"**Expected scaling**: C detection CPUs and A actors give about min(C x {1 / det:.1f}, "
+                  f"A x {1 / cls:.0f}) images/s once the fixed costs are paid, e.g. {cpus} CPUs (four 16-core nodes) "
+                  f"about {cpus / det:.0f} images/s with {actors} actor{'s' if actors > 1 else ''}, "
+                  f"{cpus / det * 3600:,.0f} images an hour, until the driver's writes "
+                  f"({1 / max(st['write_and_other'] / n, 1e-9):,.0f} images/s here) or the storage's reads bind."]
     return lines
 
 

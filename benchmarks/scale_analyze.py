@@ -123,7 +123,7 @@ def main() -> None:
             r[k] = round(r[k], 3 if k.endswith("per_s") else 2)
     result = {
         "command": "python benchmarks/scale_analyze.py " + " ".join(map(shlex.quote, sys.argv[1:])),
-        "photos": str(args.photos), "copies": args.copies, "images": rows[0]["images"], "faces": rows[0]["faces"],
+        "photos": os.path.relpath(args.photos, REPO), "copies": args.copies, "images": rows[0]["images"], "faces": rows[0]["faces"],
         "max_prob_diff": max(diffs) if diffs else None, "rows": rows,
         "machine": (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python "
                     f"{platform.python_version()}, load average {load:.2f} at start (shared machine: noisy)"),
