@@ -709,26 +709,36 @@ def ensemble_build(models_: tuple[str, ...], method: str, weights: list[float] |
         click.echo(f"accuracy vs k: {curve}; plot {Path(out) / card.selection['plot']}")
 
 
-@main.command(short_help="Train a model from a YAML recipe (resumable).")
+@main.command(short_help="Train a model from a YAML recipe (resumable; torchrun or Ray for several workers).")
 @click.argument("config", callback=_existing_path)
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/<recipe name>).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch checkpoint.")
-@once_option("--device", default="cpu", type=click.Choice(DEVICES), help="Where to train.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch checkpoint (on any "
+              "number of workers).")
+@once_option("--device", default="cpu", type=click.Choice(DEVICES), help="Where to train (cuda: one GPU per worker).")
 @click.option("--epochs", type=click.IntRange(min=1),
               help="Override the recipe's epoch count; with phases, every phase gets this many (1 = smoke run).")
 @click.option("--limit", type=click.IntRange(min=1),
               help="Train on the first N samples of each train source after a seeded shuffle (deterministic).")
 @click.option("--val-limit", type=click.IntRange(min=1), help="The same for each validation and test source.")
+@engine_option()
+@address_option()
+@once_option("--workers", type=click.IntRange(min=1),
+             help="With --engine ray: data-parallel training workers (default 2); the recipe's batch_size is the "
+                  "global batch, shared among them. Under torchrun, --nproc-per-node sets the workers instead.")
 def train(config: str, out: str | None, resume: bool, device: str, epochs: int | None, limit: int | None,
-          val_limit: int | None) -> None:
+          val_limit: int | None, engine: str, address: str | None, workers: int | None) -> None:
     """Train a model from a YAML recipe; checkpoints every epoch, --resume continues exactly.
 
     Overrides (--epochs, --limit, --val-limit) are written into the run's recipe.yaml; --resume needs the same ones.
+    Several workers (torchrun --nproc-per-node N -m ferkit.cli train ..., or --engine ray --workers N) train one
+    model data-parallel: batch_size is the global batch, rank 0 writes the run (docs/SCALING.md).
     """
     require("train", "ferkit train")
     from ferkit.train.config import load_config
-    from ferkit.train.loop import fit
 
+    if engine != "ray" and (workers is not None or address is not None):
+        raise click.UsageError(f"{'--workers' if workers is not None else '--address'} needs --engine ray "
+                               f"(under torchrun, --nproc-per-node sets the workers)")
     cfg = load_config(config)
     if epochs is not None:
         cfg.set_epochs(epochs)
@@ -738,7 +748,21 @@ def train(config: str, out: str | None, resume: bool, device: str, epochs: int |
         cfg.data.val_limit = val_limit
     run_dir = Path(out) if out else Path("runs") / cfg.name
     prepare_out_dir(str(run_dir))
-    summary = fit(cfg, run_dir, resume=resume, device=device, command="ferkit train " + " ".join(sys.argv[2:]))
+    command = "ferkit train " + " ".join(sys.argv[2:])
+    if engine == "ray":
+        from ferkit.scale.train import fit_on_ray
+
+        summary = fit_on_ray(cfg, run_dir, workers or 2, resume, device, address, command)
+    else:
+        from ferkit.train.distributed import from_environment
+        from ferkit.train.loop import fit
+
+        team, device = from_environment(device)
+        if not team.is_main:  # one worker speaks: the others' progress and messages would repeat rank 0's
+            logging.getLogger("ferkit").setLevel(logging.WARNING)
+        summary = fit(cfg, run_dir, resume=resume, device=device, command=command, workers=team)
+        if not team.is_main:
+            return
     click.echo(f"run {summary['run']}: {plural(summary['epochs_done'], 'epoch')}, "
                f"best val {cfg.monitor} {summary['best_val']:.4f}")
 

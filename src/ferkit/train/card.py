@@ -41,13 +41,14 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def hardware(device: str, precision: str) -> dict[str, Any]:
+def hardware(device: str, precision: str, workers: int = 1) -> dict[str, Any]:
     """Where a model is being trained: the GPU's name for ``cuda``, else the CPU's model and core count, and the
-    precision (``bf16`` = bf16 autocast). Recorded by the loop when training starts, so a card tells the machine
-    its training time was measured on."""
+    precision (``bf16`` = bf16 autocast), and the number of data-parallel workers (rank 0's machine is the one
+    described). Recorded by the loop when training starts, so a card tells the machine its training time was
+    measured on."""
     import torch
 
-    info: dict[str, Any] = {"device": device, "precision": precision}
+    info: dict[str, Any] = {"device": device, "precision": precision, "workers": workers}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     info["cpu"] = _cpu_name()
@@ -60,18 +61,19 @@ def hardware_text(info: dict[str, Any]) -> str:
     """One line for a hardware record: 'NVIDIA H100 80GB HBM3 (cuda), bf16' or 'Intel Xeon ... (2 cores), fp32'."""
     where = (f"{info['gpu']} ({info['device']})" if info.get("gpu")
              else f"{info.get('cpu', 'unknown CPU')} ({info.get('cpu_cores', '?')} cores)")
-    return f"{where}, {info.get('precision', '?')}"
+    workers = info.get("workers", 1)
+    return f"{where}, {info.get('precision', '?')}" + (f", {workers} workers" if workers > 1 else "")
 
 
-def record_hardware(run: Path, device: str, precision: str, from_epoch: int) -> None:
-    """Append where training (re)starts to ``run/hardware.json``: a run resumed on another machine keeps both
-    (a run starting at epoch 0 starts the list afresh)."""
+def record_hardware(run: Path, device: str, precision: str, from_epoch: int, workers: int = 1) -> None:
+    """Append where training (re)starts to ``run/hardware.json``: a run resumed on another machine or another
+    number of workers keeps both (a run starting at epoch 0 starts the list afresh)."""
     path = RunPaths(run).hardware
     try:
         records = json.loads(path.read_text()) if from_epoch else []
     except (OSError, ValueError):
         records = []
-    records.append({**hardware(device, precision), "from_epoch": from_epoch})
+    records.append({**hardware(device, precision, workers), "from_epoch": from_epoch})
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(records, indent=2) + "\n"))
 
 

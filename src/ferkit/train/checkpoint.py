@@ -42,15 +42,19 @@ class Progress:
 
 
 def save_checkpoint(paths: RunPaths, model: torch.nn.Module, progress: Progress, improved: bool,
-                    optimizer: dict, scheduler: dict) -> None:
-    """Write last (and, when ``improved``, best) weights, then the state, all stamped with one new token."""
+                    optimizer: dict, scheduler: dict, about: dict[str, Any] | None = None) -> None:
+    """Write last (and, when ``improved``, best) weights, then the state, all stamped with one new token.
+
+    ``model`` is the unwrapped model (never a DDP wrapper), so the weights load anywhere; ``about`` adds facts
+    about how the epoch was trained to the state (the worker count and the global batch)."""
     token = f"{progress.epoch}-{uuid.uuid4().hex}"
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"epoch": str(progress.epoch), "checkpoint": token}
     atomic_write(paths.last_weights, lambda p: save_file(weights, str(p), metadata=meta))
     if improved:
         atomic_write(paths.best_weights, lambda p: save_file(weights, str(p), metadata=meta))
-    state = {**asdict(progress), "optimizer": optimizer, "scheduler": scheduler, "checkpoint": token}
+    state = {**asdict(progress), **(about or {}), "optimizer": optimizer, "scheduler": scheduler,
+             "checkpoint": token}
     atomic_write(paths.state, lambda p: torch.save(state, p))
 
 

@@ -23,7 +23,16 @@ METRIC_FIELDS = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val
 
 def write_metrics(path: Path, history: list[dict]) -> None:
     """``metrics.csv``: one row per epoch (METRIC_FIELDS), rewritten atomically after every epoch."""
-    atomic_write_csv(path, METRIC_FIELDS, history)
+    atomic_write_csv(path, METRIC_FIELDS, [{k: r[k] for k in METRIC_FIELDS if k in r} for r in history])
+
+
+def write_steps(path: Path, history: list[dict]) -> None:
+    """``steps.csv``: epoch, step (1-based within the epoch) and loss of every step, rewritten after every epoch
+    (the loss curve to compare runs on different worker counts; empty loss: a step left out, see
+    :meth:`ferkit.train.distributed.Workers.skips`)."""
+    rows = [{"epoch": r["epoch"], "step": i + 1, "loss": "" if loss != loss else loss}
+            for r in history for i, loss in enumerate(r.get("step_losses", []))]
+    atomic_write_csv(path, ["epoch", "step", "loss"], rows)
 
 
 def save_curves(history: list[dict], path: Path) -> Path:

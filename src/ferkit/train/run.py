@@ -58,6 +58,11 @@ class RunPaths:
         return self.root / "metrics.csv"
 
     @property
+    def steps(self) -> Path:
+        """The training loss of every optimiser step (of the global batch, whatever the worker count)."""
+        return self.root / "steps.csv"
+
+    @property
     def hardware(self) -> Path:
         """Where the run trained: one record per start or resume (:func:`ferkit.train.card.record_hardware`)."""
         return self.root / "hardware.json"

@@ -32,15 +32,26 @@ def class_weight_tensor(cfg: TrainConfig, train: TensorSet) -> torch.Tensor | No
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
                        smoothing: float) -> torch.Tensor:
     """Cross-entropy against soft targets (one-hot, mixed or FER+ votes), with class weights and label smoothing."""
-    n_classes = logits.shape[1]
-    if smoothing:
-        target = target * (1 - smoothing) + smoothing / n_classes
+    target = _smooth(target, smoothing)
     logp = F.log_softmax(logits.float(), dim=1)
     per_sample = -(target * logp).sum(1)
     if weight is None:
         return per_sample.mean()
     w = (target * weight).sum(1)
     return (per_sample * w).sum() / w.sum()
+
+
+def _smooth(target: torch.Tensor, smoothing: float) -> torch.Tensor:
+    return target * (1 - smoothing) + smoothing / target.shape[1] if smoothing else target
+
+
+def sample_shares(target: torch.Tensor, weight: torch.Tensor | None, smoothing: float) -> torch.Tensor:
+    """How much each sample counts in :func:`soft_cross_entropy`'s average over a batch (1 each without class
+    weights): a worker holding part of a global batch scales its loss by its part's sum of these over the
+    batch's (:mod:`ferkit.train.distributed`)."""
+    if weight is None:
+        return torch.ones(target.shape[0])
+    return (_smooth(target, smoothing) * weight).sum(1)
 
 
 def forward_train(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
