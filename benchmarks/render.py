@@ -253,18 +253,37 @@ def scale_analyze_section() -> list[str]:
             *scale_analyze_table(data), "", "docs/SCALING.md explains the table and the expected scaling.", ""]
 
 
+def scale_train_table(data: dict) -> list[str]:
+    """Seconds per training step with 1 and 2 worker processes (benchmarks/scale_train.py)."""
+    lines = ["| processes | threads each | s per step | images/s | vs 1 process | load average before |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['processes']} | {r['threads_per_process']} | {r['s_per_step']:.3f} | {r['img_s']:.1f} | "
+                     f"{r['speedup_vs_1_process']:.2f}x | {r['load_before']:.1f} |")
+    return lines + ["", f"Measured with `{data['command']}`: {data['setup']}."]
+
+
+def scale_train_section() -> list[str]:
+    data = _load("scale_train.json")
+    if not data:
+        return []
+    return ["## Data-parallel training (`torchrun`, `ferkit train --engine ray`)", "", *scale_train_table(data), "",
+            "docs/SCALING.md explains the table and the expected scaling on GPUs.", ""]
+
+
 def render_scaling() -> None:
-    """Replace the measured block of docs/SCALING.md (between its markers) with the current table."""
+    """Replace the measured blocks of docs/SCALING.md (each between its markers) with the current tables."""
     path = HERE.parent / "docs" / "SCALING.md"
-    data = _load("scale_analyze.json")
-    begin, end = "<!-- scale_analyze:begin -->", "<!-- scale_analyze:end -->"
-    if not data or not path.exists() or begin not in path.read_text():
-        return
-    text = path.read_text()
-    head, rest = text.split(begin, 1)
-    tail = rest.split(end, 1)[1]
-    path.write_text(head + begin + "\n" + "\n".join(scale_analyze_table(data)) + "\n" + end + tail)
-    print(f"wrote {path}")
+    for name, table in (("scale_analyze", scale_analyze_table), ("scale_train", scale_train_table)):
+        data = _load(f"{name}.json")
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if not data or not path.exists() or begin not in path.read_text():
+            continue
+        text = path.read_text()
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        path.write_text(head + begin + "\n" + "\n".join(table(data)) + "\n" + end + tail)
+        print(f"wrote {path} ({name})")
 
 
 def markdown_section(name: str) -> list[str]:
@@ -280,7 +299,7 @@ def main() -> None:
               + markdown_section("speed.md")
               + markdown_section("detectors.md") + markdown_section("serve_load.md") + markdown_section("memory.md")
               + train_speed_section() + markdown_section("video_speed.md") + scale_analyze_section()
-              + scale_video_section())
+              + scale_video_section() + scale_train_section())
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text("\n".join(lines))
     print(f"wrote {OUT}")

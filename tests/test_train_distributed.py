@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,11 +36,25 @@ from tests.conftest import FER2013, REPO, need
 RTOL = 1e-4
 
 
-def recipe(epochs: int = 2) -> dict:
-    fer = str(need(FER2013))
+@pytest.fixture(scope="module")
+def fer(tmp_path_factory) -> Path:
+    """A FER2013 tree of real images, 60 training images and 16 PublicTest images per class: the whole dataset's
+    folder listing (35,000 files, in every worker process) would cost more than the training here."""
+    src = need(FER2013)
+    root = tmp_path_factory.mktemp("fer2013")
+    for split, pattern, n in (("train", "*.jpg", 60), ("test", "PublicTest_*.jpg", 16)):
+        for class_dir in sorted(p for p in (src / split).iterdir() if p.is_dir()):
+            dst = root / split / class_dir.name
+            dst.mkdir(parents=True)
+            for f in sorted(class_dir.glob(pattern))[:n]:
+                shutil.copy(f, dst / f.name)
+    return root
+
+
+def recipe(fer: Path, epochs: int = 2) -> dict:
     return {
         "name": "ddp", "seed": 3, "precision": "fp32", "epochs": epochs, "batch_size": 48,
-        "data": {"train": [{"path": fer, "split": "train"}], "val": [{"path": fer, "split": "PublicTest"}],
+        "data": {"train": [{"path": str(fer), "split": "train"}], "val": [{"path": str(fer), "split": "PublicTest"}],
                  "limit": 336, "val_limit": 96},
         "model": {"arch": "small_cnn", "args": {"widths": [8, 16], "kernels": [5, 7], "hidden": 32, "dropout": 0.0}},
         "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
@@ -60,10 +75,10 @@ def assert_same_curve(got: list, want: list) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
+def reference(tmp_path_factory, fer) -> Path:
     """The single-process run every distributed run is compared with (2 epochs, 7 steps each)."""
     run = tmp_path_factory.mktemp("single") / "run"
-    fit(config_from_dict(recipe()), run, progress=False)
+    fit(config_from_dict(recipe(fer)), run, progress=False)
     return run
 
 
@@ -73,9 +88,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_torchrun_two_workers_follow_the_single_process_curve(reference, tmp_path):
+def test_torchrun_two_workers_follow_the_single_process_curve(reference, fer, tmp_path):
     path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(recipe()))
+    path.write_text(yaml.safe_dump(recipe(fer)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
@@ -108,12 +123,12 @@ def _spawned_worker(rank: int, world: int, port: int, raw: dict, run: str) -> No
         dist.destroy_process_group()
 
 
-def test_a_two_worker_checkpoint_resumes_on_one_worker(reference, tmp_path):
+def test_a_two_worker_checkpoint_resumes_on_one_worker(reference, fer, tmp_path):
     run = tmp_path / "run"
-    torch.multiprocessing.spawn(_spawned_worker, args=(2, free_port(), recipe(), str(run)), nprocs=2)
+    torch.multiprocessing.spawn(_spawned_worker, args=(2, free_port(), recipe(fer), str(run)), nprocs=2)
     assert not (run / "card.json").exists()  # stopped after epoch 1 of 2
     assert torch.load(run / "train_state.pt", weights_only=True)["workers"] == 2
-    summary = fit(config_from_dict(recipe()), run, resume=True, progress=False)
+    summary = fit(config_from_dict(recipe(fer)), run, resume=True, progress=False)
     assert summary["epochs_done"] == 2
     # the resumed epoch is the uninterrupted single-process run's epoch 2: the order, the schedule and the
     # optimiser's momentum carried over, only the sharding changed
@@ -122,7 +137,7 @@ def test_a_two_worker_checkpoint_resumes_on_one_worker(reference, tmp_path):
     assert [(r["workers"], r["from_epoch"]) for r in records] == [(2, 0), (1, 1)]
 
 
-def test_ray_engine_trains_with_two_workers(reference, tmp_path):
+def test_ray_engine_trains_with_two_workers(reference, fer, tmp_path):
     pytest.importorskip("ray", reason="the ray extra (pip install -e '.[ray]') runs --engine ray")
     from click.testing import CliRunner
 
@@ -131,7 +146,7 @@ def test_ray_engine_trains_with_two_workers(reference, tmp_path):
     from ferkit.train.run import load_run_model
 
     path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(recipe()))
+    path.write_text(yaml.safe_dump(recipe(fer)))
     with ray_session(None, "test", num_cpus=2):
         result = CliRunner().invoke(main, ["train", str(path), "--engine", "ray", "--workers", "2",
                                            "--out", str(tmp_path / "run")])
@@ -144,12 +159,12 @@ def test_ray_engine_trains_with_two_workers(reference, tmp_path):
     assert json.loads((run / "hardware.json").read_text())[0]["workers"] == 2
 
 
-def test_worker_options_need_the_ray_engine(tmp_path):
+def test_worker_options_need_the_ray_engine(fer, tmp_path):
     from click.testing import CliRunner
 
     from ferkit.cli import main
 
     path = tmp_path / "ddp.yaml"
-    path.write_text(yaml.safe_dump(recipe()))
+    path.write_text(yaml.safe_dump(recipe(fer)))
     result = CliRunner().invoke(main, ["train", str(path), "--workers", "2", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "--workers needs --engine ray" in result.output
