@@ -168,3 +168,13 @@ def test_worker_options_need_the_ray_engine(fer, tmp_path):
     path.write_text(yaml.safe_dump(recipe(fer)))
     result = CliRunner().invoke(main, ["train", str(path), "--workers", "2", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "--workers needs --engine ray" in result.output
+
+
+def test_ray_engine_refuses_a_run_folder_before_starting_ray(reference, fer):
+    from click.testing import CliRunner
+
+    from ferkit.cli import main
+
+    result = CliRunner().invoke(main, ["train", str(reference / "recipe.yaml"), "--engine", "ray", "--out",
+                                       str(reference)])
+    assert result.exit_code == 1 and "already holds a run; pass --resume" in result.output
