@@ -178,3 +178,90 @@ def test_default_works_in_threads():
     with ThreadPoolExecutor(3) as pool:
         threaded = list(pool.map(lambda f: [d.box for d in detect_file(f, det)], files))
     assert threaded == alone
+
+
+# --- the speed-ups of issue 11: each must leave the answer as it was -------------------------------------------
+
+
+def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    """The textbook rule, written out: keep the best box, drop every box overlapping it by more than ``iou``."""
+    order, keep = sorted(range(len(boxes)), key=lambda i: -scores[i]), []
+    for i in order:
+        if all(_iou(boxes[i], boxes[k]) <= iou for k in keep):
+            keep.append(i)
+    return keep
+
+
+def _iou(a, b) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return w * h / union
+
+
+def test_nms_in_opencv_keeps_what_the_greedy_rule_keeps():
+    """OpenCV's NMSBoxes replaced a Python loop; on crowded random boxes it keeps the same boxes in the same order."""
+    from ferkit.faces.backend_mtcnn import _max_iou, _nms
+
+    rng = np.random.default_rng(3)
+    for n in (1, 7, 60, 300):
+        xy = rng.uniform(0, 200, (n, 2))
+        boxes = np.hstack([xy, xy + rng.uniform(8, 60, (n, 1))])
+        scores = rng.uniform(0.7, 1.0, n)
+        for iou in (0.3, 0.5, 0.7):
+            kept = _nms(boxes, scores, iou)
+            assert kept.tolist() == _greedy_nms(boxes, scores, iou), (n, iou)
+            if n > 1:
+                rest = np.setdiff1d(np.arange(n), kept)
+                if len(rest):  # every dropped box overlaps a kept one by more than iou, which _max_iou sees
+                    assert (_max_iou(boxes[rest], boxes[kept]) > iou).all()
+
+
+def test_crops_from_pyramid_levels_show_the_same_pixels_as_crops_from_the_image():
+    """A box is cut from the smallest pyramid level still holding it at the network's size; on an image whose pixels
+    encode their own coordinates, the 48 px crop of a 150 px box matches the crop from the working image, and small
+    boxes and boxes over the edge (zero outside) come from the working image exactly as before."""
+    from ferkit.faces.backend_mtcnn import _crops, _pyramid
+
+    h, w = 300, 500
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.dstack([xx * 255 // (w - 1), yy * 255 // (h - 1), np.full((h, w), 128)]).astype(np.uint8)
+    levels = _pyramid(img, 0.6, 0.6)
+    assert [lv.shape[:2] for lv in levels[:3]] == [(300, 500), (180, 300), (108, 180)]
+    assert min(levels[-1].shape[:2]) >= 12 and min(np.ceil(np.array(levels[-1].shape[:2]) * 0.6)) < 12
+    boxes = np.array([[100.0, 60.0, 250.0, 210.0],  # 150 px: cut from level 2 (54 px there)
+                      [20.0, 20.0, 50.0, 50.0],  # 30 px: below 48 on every level, so the working image
+                      [-20.0, 250.0, 40.0, 310.0]])  # over the left and bottom edges
+    from_levels = _crops(levels, boxes, 48)
+    from_image = _crops(levels[:1], boxes, 48)
+    assert np.abs(from_levels[0] - from_image[0]).max() < 3 / 128  # within 3 grey levels (resampling)
+    assert np.array_equal(from_levels[1:], from_image[1:])
+    zero = -127.5 / 128  # a black pixel, normalised
+    assert (from_image[2][:15] == zero).all() and (from_image[2][:, -7:] == zero).all()  # [x, y]: x < 0, y >= 300
+    assert (from_image[2][17:, :40] != zero).any(axis=-1).all()  # inside the image
+
+
+def test_onet_on_cluster_heads_finds_what_onet_on_every_box_finds(monkeypatch):
+    """ONet first on one box per cluster, the rest only where no face was accepted: on group photos and a composed
+    collage of 24-32 px faces, the same faces (boxes within 10% of a side) as ONet on every box after RNet."""
+    from ferkit.faces import backend_mtcnn
+
+    det = MtcnnDetector()
+    images = [read_image(need(PHOTOS) / f) for f in ("dlib__2008_002079.jpg", "dlib__2008_002470.jpg",
+                                                     "face_recognition__kit_with_rose.jpg")]
+    rng = np.random.default_rng(5)
+    w, h, centres = bench._grid(12, 28, rng)
+    canvas = bench._background(w, h, rng)
+    src = read_image(PHOTOS / "face_recognition__two_people.jpg")
+    for i, (cx, cy) in enumerate(centres):
+        box = bench.SOURCE_FACES["face_recognition__two_people.jpg"][i % 2]
+        bench._paste(canvas, bench._face_patch(src, box, 24 + 4 * (i % 3), 0.0), cx, cy)
+    images.append(canvas)
+    heads = [det.detect(img) for img in images]
+    monkeypatch.setattr(backend_mtcnn, "HEAD_IOU", 1.0)  # every box is its own head: ONet on all of them
+    every = [det.detect(img) for img in images]
+    assert [len(a) for a in heads] == [len(b) for b in every] and sum(map(len, heads)) >= 20
+    for a_list, b_list in zip(heads, every):
+        for a in a_list:
+            b = min(b_list, key=lambda b: np.hypot(b.box[0] - a.box[0], b.box[1] - a.box[1]))
+            assert max(abs(u - v) for u, v in zip(a.box, b.box)) <= 0.1 * b.box[2], (a.box, b.box)
