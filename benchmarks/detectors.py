@@ -19,7 +19,9 @@ positives, except on a real photo's "optional" faces (tiny or cut by the frame: 
 
 Timing, the same for every tool: one photo per call from its file path to boxes (decoding included), a warm-up call,
 then ``--repeats`` timed calls; a photo's time is their median; p50/p90 over the photos of a face-size bucket (a
-photo's bucket: the median side of its faces). ferkit: ``ferkit.faces.detect_file`` (JPEGs decoded at the size the
+photo's bucket: the median side of its faces). Side by side: every tool times a photo before any moves on to the
+next (who goes first alternates; fer answers through a pipe), so a busy machine's changing load falls on all tools
+alike; folder passes take turns the same way. ferkit: ``ferkit.faces.detect_file`` (JPEGs decoded at the size the
 detector needs). fer: ``cv2.imread`` + ``FER(mtcnn=False).find_faces`` (fer's Haar cascade with fer's settings) in
 fer's own environment (benchmarks/fer_detect_runner.py). Both use every core through OpenCV. A folder: every photo
 in one pass (ferkit: one detection thread per core where the backend allows it, as ``ferkit analyze FOLDER``; fer:
@@ -36,6 +38,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -346,47 +349,97 @@ def score(case: Case, boxes: list) -> dict:
 # Running the tools
 
 
-def time_ferkit(name: str, cases: list[Case], repeats: int) -> dict:
-    """Per photo: boxes (warm-up call) and the median ms of ``repeats`` calls; plus folder passes."""
-    from ferkit.faces import detect_file, get_detector
+class FerkitTool:
+    """A ferkit backend: ``ferkit.faces.detect_file`` one photo per call, or a folder in detection threads."""
 
-    det = get_detector(name)
-    per = {}
-    for c in cases:
-        found = detect_file(c.file, det)
-        ts = []
+    def __init__(self, name: str) -> None:
+        from ferkit.faces import get_detector
+
+        self.det = get_detector(name)
+        self.tool, self.detector = f"ferkit {name}", repr(self.det)
+        self.workers = (os.cpu_count() or 1) if self.det.concurrent else 1
+        self.pool = ThreadPoolExecutor(self.workers)
+
+    def photo(self, path: str, repeats: int) -> tuple[list[float], list]:
+        from ferkit.faces import detect_file
+
+        found = detect_file(path, self.det)  # warm-up call; its boxes are the result
+        ms = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            detect_file(c.file, det)
-            ts.append((time.perf_counter() - t0) * 1000)
-        per[c.file] = {"ms": statistics.median(ts), "boxes": [list(d.box) for d in found]}
-    workers = (os.cpu_count() or 1) if det.concurrent else 1
+            detect_file(path, self.det)
+            ms.append((time.perf_counter() - t0) * 1000)
+        return ms, [list(d.box) for d in found]
+
+    def folder(self, files: list[str]) -> float:
+        from ferkit.faces import detect_file
+
+        t0 = time.perf_counter()
+        list(self.pool.map(lambda f: detect_file(f, self.det), files))
+        return time.perf_counter() - t0
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+class FerTool:
+    """fer in its own environment: benchmarks/fer_detect_runner.py, asked one photo (or folder pass) at a time."""
+
+    def __init__(self, python: str) -> None:
+        threads = os.cpu_count() or 1
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+        self.stderr = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen([python, str(HERE / "fer_detect_runner.py"), "--threads", str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                     env=env)
+        head = self._read()
+        self.tool, self.workers = f"fer {head['fer']}", 1
+        self.detector = "OpenCV Haar, fer's settings (scale 1.1, 5 neighbours, min face 50 px, full resolution)"
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stderr.seek(0)
+            tail = "\n".join(self.stderr.read().strip().splitlines()[-15:])
+            raise SystemExit(f"detectors.py: fer runner failed (exit {self.proc.wait()}):\n{tail}")
+        return json.loads(line)
+
+    def _ask(self, request: dict) -> dict:
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def photo(self, path: str, repeats: int) -> tuple[list[float], list]:
+        out = self._ask({"photo": path, "repeat": repeats})
+        return out["ms"], out["boxes"]
+
+    def folder(self, files: list[str]) -> float:
+        return self._ask({"folder": files, "repeat": 1})["seconds"][0]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+        self.stderr.close()
+
+
+def measure(tools: list, cases: list[Case], repeats: int) -> list[dict]:
+    """Every tool on a photo, then the next photo (who goes first alternates), so each photo's timings of all tools
+    lie within a second or two of each other; then folder passes, the tools taking turns."""
+    per: dict[str, dict] = {t.tool: {} for t in tools}
+    for i, c in enumerate(cases):
+        for t in tools if i % 2 == 0 else tools[::-1]:
+            ms, boxes = t.photo(c.file, repeats)
+            per[t.tool][c.file] = {"ms": statistics.median(ms), "boxes": boxes}
     files = [c.file for c in cases]
-    passes = []
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda f: detect_file(f, det), files[:workers]))  # each thread loads its models once
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            list(pool.map(lambda f: detect_file(f, det), files))
-            passes.append(time.perf_counter() - t0)
-    return {"tool": f"ferkit {name}", "detector": repr(det), "per_photo": per, "folder_seconds": passes,
-            "workers": workers}
-
-
-def time_fer(cases: list[Case], repeats: int, python: str) -> dict:
-    threads = os.cpu_count() or 1
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    cmd = [python, str(HERE / "fer_detect_runner.py"), "--threads", str(threads), "--repeat", str(repeats),
-           *[c.file for c in cases]]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-        raise SystemExit(f"detectors.py: fer runner failed (exit {proc.returncode}):\n{tail}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    per = {p: {"ms": statistics.median(r["ms"]), "boxes": r["boxes"]} for p, r in out["photos"].items()}
-    return {"tool": f"fer {out['fer']}", "detector": "OpenCV Haar, fer's settings (scale 1.1, 5 neighbours, "
-            "min face 50 px, full resolution)", "per_photo": per, "folder_seconds": out["folder_seconds"],
-            "workers": 1}
+    passes: dict[str, list] = {t.tool: [] for t in tools}
+    for t in tools:
+        if isinstance(t, FerkitTool):
+            list(t.pool.map(lambda f, t=t: t.photo(f, 0), files[:t.workers]))  # each thread loads its models once
+    for _ in range(repeats):
+        for t in tools:
+            passes[t.tool].append(t.folder(files))
+    return [{"tool": t.tool, "detector": t.detector, "per_photo": per[t.tool], "folder_seconds": passes[t.tool],
+             "workers": t.workers} for t in tools]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -525,13 +578,14 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b.strip() for b in a.backends.split(",") if b.strip()] or available_detectors()
     shared = shared_cases(a.photos)
     cases = shared + compose(a.photos, a.images)
-    runs = []
-    for name in backends:
-        t0 = time.perf_counter()
-        runs.append(time_ferkit(name, cases, a.repeats))
-        print(f"{name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    if not a.no_fer:
-        runs.append(time_fer(cases, a.repeats, a.fer_python))
+    tools = [FerkitTool(name) for name in backends] + ([] if a.no_fer else [FerTool(a.fer_python)])
+    t0 = time.perf_counter()
+    try:
+        runs = measure(tools, cases, a.repeats)
+    finally:
+        for t in tools:
+            t.close()
+    print(f"measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     default, why = auto_choice()
     summary = summarise(cases, runs)
     data = {
