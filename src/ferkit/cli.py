@@ -709,7 +709,7 @@ def ensemble_build(models_: tuple[str, ...], method: str, weights: list[float] |
         click.echo(f"accuracy vs k: {curve}; plot {Path(out) / card.selection['plot']}")
 
 
-@main.command(short_help="Train a model from a YAML recipe (resumable; torchrun or Ray for several workers).")
+@main.command(short_help="Train a model from a YAML recipe (resumable; on N workers too).")
 @click.argument("config", callback=_existing_path)
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (default: runs/<recipe name>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last epoch checkpoint (on any "
