@@ -59,7 +59,7 @@ def test_shared_clip_writes_every_output_with_one_person(shared_clip_run):
     for r in frames[:5]:
         assert math.isclose(sum(float(r[k]) for k in labels), 1.0, abs_tol=1e-3)
         assert r["smoothed_group"] in ("positive", "neutral", "negative")
-    # boxes come from detections every 3rd frame (default 10 detections/s at 30 fps) and from the tracker between
+    # boxes come from detections every 6th frame (default 5 detections/s at 30 fps) and from the tracker between
     assert {r["detected"] for r in frames} == {"0", "1"}
 
     people = json.loads((out / "people.json").read_text())
@@ -74,7 +74,7 @@ def test_shared_clip_writes_every_output_with_one_person(shared_clip_run):
     assert summary["frames"] == 67 and summary["clip"]["faces_seen"]
     assert summary["clip"]["group_shares"] == pytest.approx(p["group_shares"], abs=1e-3)  # one person = the group
     assert sum(int(r["frames"]) for r in read_csv(out / "seconds.csv")) == 67
-    assert summary["settings"]["detect_every_frames"] == 3 and summary["settings"]["model"] == "default"
+    assert summary["settings"]["detect_every_frames"] == 6 and summary["settings"]["model"] == "default"
     assert count_frames(out / "annotated.mp4") == 67
     assert cv2.imread(str(out / "timeline.png")) is not None
     html = (out / "report.html").read_text()

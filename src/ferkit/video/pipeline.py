@@ -2,9 +2,10 @@
 summaries and (with an output folder) progressive writers.
 
 Per frame: decode -> (every ``stride``-th frame) detect, else the tracker's predicted boxes -> person ids ->
-crop (the model card's policy) + classify every face in one batch -> smooth per person -> sinks. Memory holds one
-frame, the tracker's state and a few numbers per person and per second (native memory still grows a little with
-video length: docs/DESIGN.md).
+(on detection frames) crop (the model card's policy) + classify every face in one batch -> smooth per person ->
+sinks. Between detection frames each track keeps the scores of its last classification (``classify_every_frame``
+classifies the tracker's boxes too). Memory holds a few frames, the tracker's state and a few numbers per person and
+per second.
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ from ferkit.video.tracking import FaceTracker, TrackedFace
 LIVE_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 """Sources read live (newest frame first, dropping the rest) like a camera index."""
 
-DEFAULT_DETECT_FPS = 10.0
-"""Detections per second of video when neither stride nor detect_fps is given: faces move little in 0.1 s and the
-tracker carries boxes in between (docs/VIDEO.md measures the trade-off)."""
+DEFAULT_DETECT_FPS = 5.0
+"""Detections (and classifications) per second of video when neither stride nor detect_fps is given: faces move
+little in 0.2 s, the tracker carries boxes in between and expressions are smoothed over 0.5 s anyway; a new face
+gets its id at its second detection, 0.2-0.4 s after it appears (docs/VIDEO.md measures the trade-off)."""
+
+REID_SAMPLES_S = (2.0, 10.0, 60.0)
+"""Seconds of detections after a track starts at which its person's descriptor gallery gets another sample (a
+descriptor costs ~0.1 s: spaced in time, a few samples cover several poses at a cost per person, not per frame)."""
 
 
 @dataclass
@@ -44,7 +50,9 @@ class VideoOptions:
     second of video (ignored when stride is given). smooth_s: EMA time constant in seconds (0 = off).
     reid_threshold: dlib descriptor distance under which a new track is an earlier person (``reid`` False: every
     track is a new person). lecture: also per-minute rows and low/high moments; aggregate_only: keep no identities
-    and write nothing per person (no descriptors are computed at all).
+    and write nothing per person (no descriptors are computed at all). classify_every_frame: also classify the
+    tracker's boxes between detection frames (default: those frames keep each track's last scores; classification
+    then costs per detection, not per frame).
     """
 
     stride: int | None = None
@@ -59,6 +67,7 @@ class VideoOptions:
     lecture: bool = False
     aggregate_only: bool = False
     annotate: bool = True
+    classify_every_frame: bool = False
 
     def stride_for(self, fps: float) -> int:
         if self.stride is not None:
@@ -69,6 +78,15 @@ class VideoOptions:
         if rate <= 0:
             raise UserInputError(f"--fps must be positive, not {rate}")
         return max(1, int(round(fps / rate)))
+
+
+@dataclass
+class _Held:
+    """A track's last classification (scores, smoothed scores) and the last detection its landmarks come from."""
+
+    scores: dict[str, float]
+    smoothed: dict[str, float]
+    detection: Detection
 
 
 def _moved(det: Detection, box: tuple[int, int, int, int]) -> Detection:
@@ -128,7 +146,9 @@ class VideoRun:
             return None
         from ferkit.video.reid import FaceDescriber, IdentityBook
 
-        return IdentityBook(FaceDescriber() if self.options.reid else None, self.options.reid_threshold)
+        per_second = self.fps / self.stride  # detection frames per second of video
+        return IdentityBook(FaceDescriber() if self.options.reid else None, self.options.reid_threshold,
+                            samples_at=tuple(max(2, round(s * per_second)) for s in REID_SAMPLES_S))
 
     # -- settings and results -------------------------------------------------------------------------------------
 
@@ -222,7 +242,7 @@ class VideoRun:
 
     def _run(self) -> Iterator[FrameResult]:
         sinks = self._open_sinks()
-        last_det: dict[int, Detection] = {}
+        last: dict[int, _Held] = {}
         since_detection = 0
         last_snapshot = time.monotonic()
         timings = self.timings
@@ -242,7 +262,7 @@ class VideoRun:
                 persons = self.book.assign(frame.rgb, tracked) if self.book is not None else {}
                 t4 = time.perf_counter()
                 timings["reid"] += t4 - t3
-                faces = self._classify(frame, tracked, persons, last_det)
+                faces = self._classify(frame, tracked, persons, last, detect_now)
                 t5 = time.perf_counter()
                 timings["classify"] += t5 - t4
                 result = FrameResult(frame.index, frame.time_s, faces, detect_now)
@@ -271,28 +291,41 @@ class VideoRun:
             if self.out is not None:
                 self._snapshot(final=True)
 
-    def _classify(self, frame, tracked: list[TrackedFace], persons: dict[int, int],
-                  last_det: dict[int, Detection]) -> list[PersonFace]:
-        r = self.recognizer
+    def _classify(self, frame, tracked: list[TrackedFace], persons: dict[int, int], last: dict[int, _Held],
+                  detect_now: bool) -> list[PersonFace]:
+        """The faces of one frame with scores: on detection frames (or with ``classify_every_frame``) every face is
+        classified in one batch; between them a track keeps its last scores and smoothed scores, its landmarks
+        moved with its box. ``last`` holds one entry per track of the last detection frame (bounded by the faces
+        in view, not the video)."""
+        if detect_now:  # tracks gone from the tracker are dropped here, so ``last`` never outgrows the faces in view
+            alive = {t.track_id for t in tracked}
+            for gone in [k for k in last if k not in alive]:
+                del last[gone]
         dets = []
-        for t in tracked:
+        todo = []  # indexes of the faces to classify now
+        for i, t in enumerate(tracked):
+            held = last.get(t.track_id)
             if t.detection is not None:
-                last_det[t.track_id] = t.detection
                 dets.append(t.detection)
             else:
-                prev = last_det.get(t.track_id)
-                dets.append(_moved(prev, t.box) if prev is not None else Detection(t.box))
+                dets.append(_moved(held.detection, t.box) if held is not None else Detection(t.box))
+            if detect_now or held is None or self.options.classify_every_frame:
+                todo.append(i)
         if not dets:
             return []
-        scores = r.classify(frame.rgb, dets)
+        scores = dict(zip(todo, self.recognizer.classify(frame.rgb, [dets[i] for i in todo]) if todo else []))
         faces = []
-        for t, d, s in zip(tracked, dets, scores):
+        for i, (t, d) in enumerate(zip(tracked, dets)):
             person = persons.get(t.track_id)
-            key = person if person is not None else -t.track_id
-            vec = np.array([s[k] for k in self.labels])
-            smoothed = self.smoother.update(key, frame.time_s, vec)
-            faces.append(PersonFace(t.box, s, dict(d.landmarks), d.score, person,
-                                    {k: float(v) for k, v in zip(self.labels, smoothed)}, t.detection is not None))
+            held = last.get(t.track_id)
+            if i in scores:
+                s = scores[i]
+                key = person if person is not None else -t.track_id
+                smoothed = self.smoother.update(key, frame.time_s, np.array([s[k] for k in self.labels]))
+                anchor = t.detection if t.detection is not None or held is None else held.detection
+                held = last[t.track_id] = _Held(s, dict(zip(self.labels, map(float, smoothed))), anchor or d)
+            faces.append(PersonFace(t.box, held.scores, dict(d.landmarks), d.score, person, held.smoothed,
+                                    t.detection is not None))
         return faces
 
     # -- outputs --------------------------------------------------------------------------------------------------
@@ -314,8 +347,6 @@ class VideoRun:
         return sinks
 
     def _write(self, result: FrameResult, rgb: np.ndarray, sinks: dict[str, Any]) -> None:
-        from ferkit.video.writers import draw_frame
-
         done = self.group.add(result)
         prev, self._last_time = self._last_time, result.time_s
         dt = 1.0 / self.fps if prev is None or self.source.camera is None else min(result.time_s - prev, 1.0)
@@ -328,7 +359,7 @@ class VideoRun:
         if "frames" in sinks:
             sinks["frames"].write(result.rows(self.labels))
         if "video" in sinks:
-            sinks["video"].write(draw_frame(rgb, result))
+            sinks["video"].write(rgb, result)
 
     def _snapshot(self, final: bool) -> None:
         """Rewrite the whole-file outputs from the state so far (atomically); the plots and report only at the

@@ -74,7 +74,7 @@ class IdentityBook:
     """
 
     def __init__(self, describer: FaceDescriber | None, threshold: float = 0.5,
-                 samples_at: tuple[int, ...] = (3, 10, 30, 100), max_gallery: int = 8) -> None:
+                 samples_at: tuple[int, ...] = (10, 50, 300), max_gallery: int = 8) -> None:
         self.describer = describer
         self.threshold = threshold
         self.samples_at = samples_at
