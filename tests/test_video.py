@@ -104,6 +104,46 @@ def test_group_pan_cut_return_ends_with_one_id_per_person(group_video, recognize
     assert list(df["person"]) == [1, 2, 3, 4] and (df["seconds"] > 0).all()
 
 
+def test_default_cadence_carries_people_and_their_scores_between_detections(group_video, tmp_path):
+    """At the default 5 detections a second the tracker keeps all three people in every frame of the pan, with the
+    same ids; a tracker frame's faces keep the scores of their person's last detection frame; the CLI's video
+    recognizer (one ONNX thread per session) finds the same people."""
+    from ferkit.video.pipeline import DEFAULT_DETECT_FPS, video_recognizer
+
+    run = video_recognizer().analyze_video(group_video)
+    frames = list(run)
+    assert DEFAULT_DETECT_FPS == 5 and run.stride == 6
+    assert [f.index for f in frames if f.detected] == list(range(0, 78, 6))
+    pan = frames[12:36]  # from the second detection (tracks confirmed) to the cut
+    assert all(len(f.faces) == 3 for f in pan)
+    assert len({tuple(sorted(face.person for face in f.faces)) for f in pan}) == 1
+    last: dict[int, dict[str, float]] = {}
+    carried = 0
+    for f in frames:
+        for face in f.faces:
+            if f.detected:
+                last[face.person] = face.scores
+            elif face.person in last:
+                assert face.scores == last[face.person]
+                carried += 1
+    assert carried > 100
+    assert [p.person for p in run.result().people] == [1, 2, 3, 4]
+
+
+def test_classify_every_frame_classifies_the_tracker_boxes(group_video, recognizer):
+    from ferkit.video import VideoOptions, VideoRun
+
+    frames = list(VideoRun(recognizer, group_video, VideoOptions(classify_every_frame=True, end=1.0)))
+    held = {}
+    changed = 0
+    for f in frames:
+        for face in f.faces:
+            if not f.detected and face.person in held:
+                changed += face.scores != held[face.person]
+            held[face.person] = face.scores
+    assert changed > 20  # the boxes move, so the crops and their scores do
+
+
 def test_without_reid_the_returning_people_get_new_ids(group_video, recognizer):
     """The check above is sharp: with re-identification off, the tracker alone loses people across the cut."""
     video = recognizer.analyze_video(group_video, reid=False).result()
@@ -261,3 +301,31 @@ def test_timeline_draws_runs_of_seconds_not_every_second():
     by_second = {s: ("happy" if s < 3000 else "sad") for s in range(3600)} | {4000: "sad", 4001: "happy"}
     assert label_spans(by_second) == {"happy": [(0, 3000), (4001, 1)], "sad": [(3000, 600), (4000, 1)]}
     assert label_spans({}) == {}
+
+
+def test_annotated_video_encodes_in_its_thread_and_reports_its_errors(tmp_path):
+    """annotated.mp4 is drawn and encoded in a thread: every queued frame is written, and a frame it cannot
+    encode raises in the pipeline's thread (on a later write or at close) instead of vanishing with the thread."""
+    from ferkit.video.results import FrameResult
+    from ferkit.video.writers import AnnotatedVideo
+
+    rgb = np.full((120, 160, 3), 90, np.uint8)
+    video = AnnotatedVideo(tmp_path / "ok.mp4", 30, 160, 120)
+    for i in range(40):
+        video.write(rgb, FrameResult(i, i / 30, [], True))
+    video.close()
+    assert count_frames(tmp_path / "ok.mp4") == 40 and video.seconds > 0
+
+    broken = AnnotatedVideo(tmp_path / "broken.mp4", 30, 160, 120)
+    broken.write(np.zeros((121, 161), np.uint8), FrameResult(0, 0.0, [], True))  # gray: not an RGB frame
+    with pytest.raises(Exception):
+        for i in range(10):
+            broken.write(rgb, FrameResult(i, i / 30, [], True))
+        broken.close()
+
+
+def test_heap_settings_are_glibc_calls_or_no_ops():
+    from ferkit.video import heap
+
+    assert heap.limit_arenas() == (heap._libc() is not None)
+    heap.trim()  # returns nothing, raises nothing

@@ -954,7 +954,8 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, tta: str
                    "(several videos: a subfolder each).")
 @click.option("--stride", type=click.IntRange(min=1), help="Detect faces on every K-th frame (tracker in between).")
 @click.option("--fps", "detect_fps", type=click.FloatRange(min=0, min_open=True),
-              help="Detect faces this many times per second of video (default 10; ignored with --stride).")
+              help="Detect and classify faces this many times per second of video (default 5; ignored with "
+                   "--stride); the tracker carries boxes and scores in between.")
 @model_option()
 @detector_option()
 @min_face_option()
@@ -968,6 +969,9 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, tta: str
 @click.option("--aggregate-only/--per-person", default=None,
               help="Keep no identities and write nothing per person (the default with --lecture).")
 @click.option("--no-annotate", is_flag=True, help="Do not write annotated.mp4.")
+@click.option("--classify-every-frame", is_flag=True,
+              help="Also classify the tracker's boxes between detections (default: they keep each person's last "
+                   "scores; classifying every frame costs ~4 ms per face per frame).")
 @click.option("--window/--no-window", default=True, show_default=True,
               help="With --camera: show the overlay window where a display exists (q or Esc stops); "
                    "--no-window runs headless.")
@@ -982,8 +986,8 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, tta: str
 def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: int | None, detect_fps: float | None,
           model: str, detector: str, min_face: int, max_people: int | None, start: float, end: float | None,
           smooth: float, no_reid: bool, lecture: bool, aggregate_only: bool | None, no_annotate: bool,
-          window: bool, tta: str, engine: str, address: str | None, segment_seconds: float,
-          overlap_seconds: float) -> None:
+          classify_every_frame: bool, window: bool, tta: str, engine: str, address: str | None,
+          segment_seconds: float, overlap_seconds: float) -> None:
     """Follow every person through videos (mp4, avi, mkv, webm, mov; folders) or a live camera: emotions per
     person over time, the group per second, and the lecture view (see docs/VIDEO.md)."""
     if (camera is None) == (not paths):
@@ -992,14 +996,14 @@ def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: i
         raise UserInputError("--engine ray cuts video files into segments; a live --camera runs with --engine local")
     require("video", "ferkit video")
     prepare_out_dir(out)
-    from ferkit.recognizer import Recognizer
     from ferkit.video import VideoOptions
+    from ferkit.video.pipeline import video_recognizer
 
     options = VideoOptions(stride=stride, detect_fps=detect_fps, max_people=max_people, start=start, end=end,
                            smooth_s=smooth, reid=not no_reid, lecture=lecture,
                            aggregate_only=lecture if aggregate_only is None else aggregate_only,
-                           annotate=not no_annotate)
-    recognizer = Recognizer(model, detector, min_face=min_face, tta=tta, workers=1)
+                           annotate=not no_annotate, classify_every_frame=classify_every_frame)
+    recognizer = video_recognizer(model, detector, min_face=min_face, tta=tta)
     if camera is not None:
         from ferkit.video.live import run_camera
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from ferkit.errors import UserInputError
 from ferkit.faces.detection import Detection
+from ferkit.video import heap
 from ferkit.video import lecture as lecture_view
 from ferkit.video.results import FRAME_COLUMNS, GROUPS, FrameResult, PersonFace, VideoResult
 from ferkit.video.smoothing import EmaSmoother
@@ -80,6 +81,25 @@ class VideoOptions:
         return max(1, int(round(fps / rate)))
 
 
+def video_recognizer(model: str | os.PathLike = "default", detector: str | object = "auto", **kwargs):
+    """A ``Recognizer`` set up for video: one ONNX Runtime thread per session (the classifier's, and MTCNN's when
+    it is the detector), as ``ferkit video`` uses.
+
+    Why: a video run keeps both cores busy with threads of its own (the main loop, detection one step ahead,
+    annotated.mp4's encoder); a thread per core inside each ONNX session as well oversubscribed them, and the
+    classifier's threads spun between its small batches. Measured on the shared 720x480 clip: 15-18 ms of CPU per
+    frame instead of 30-33, 45-49 fps instead of 27 (docs/BENCHMARKS.md). ``kwargs`` go to ``Recognizer``.
+    """
+    from ferkit.faces import get_detector
+    from ferkit.recognizer import Recognizer
+
+    found = get_detector(detector)
+    if found.name == "mtcnn":
+        found = get_detector("mtcnn", threads=1)
+    kwargs.setdefault("workers", 1)
+    return Recognizer(model, found, threads=1, **kwargs)
+
+
 @dataclass
 class _Held:
     """A track's last classification (scores, smoothed scores) and the last detection its landmarks come from."""
@@ -112,6 +132,7 @@ class VideoRun:
     def __init__(self, recognizer, source: str | os.PathLike | int, options: VideoOptions | None = None,
                  out: str | os.PathLike | None = None, on_warning: Callable[[str], None] | None = None,
                  snapshot_every_s: float = 5.0, live: bool | None = None) -> None:
+        heap.limit_arenas()  # before this run's threads start (ferkit.video.heap says why)
         self.recognizer = recognizer
         self.options = options = options or VideoOptions()
         if options.aggregate_only and not options.lecture:
@@ -268,11 +289,14 @@ class VideoRun:
                 result = FrameResult(frame.index, frame.time_s, faces, detect_now)
                 self.frames += 1
                 self._write(result, frame.rgb, sinks)
-                now = time.monotonic()
-                if self.out is not None and now - last_snapshot > self.snapshot_every_s:
-                    self._snapshot(final=False)
+                t6 = time.perf_counter()
+                timings["write"] += t6 - t5
+                if time.monotonic() - last_snapshot > self.snapshot_every_s:
+                    if self.out is not None:
+                        self._snapshot(final=False)
+                    heap.trim()
                     last_snapshot = time.monotonic()
-                timings["write"] += time.perf_counter() - t5
+                    timings["summaries"] += time.perf_counter() - t6
                 self.last_rgb = frame.rgb
                 yield result
             if self.source.truncated:
@@ -287,9 +311,13 @@ class VideoRun:
                 sinks["seconds"].write(last_rows)
             for sink in sinks.values():
                 sink.close()
+            if "video" in sinks:
+                timings["annotate"] += sinks["video"].seconds
+            t = time.perf_counter()
             self._result = self._video_result()
             if self.out is not None:
                 self._snapshot(final=True)
+            timings["summaries"] += time.perf_counter() - t
 
     def _classify(self, frame, tracked: list[TrackedFace], persons: dict[int, int], last: dict[int, _Held],
                   detect_now: bool) -> list[PersonFace]:

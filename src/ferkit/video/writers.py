@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ class AnnotatedVideo:
     YUV 4:2:0 by OpenCV, ~2 ms faster per frame than FFmpeg's own conversion from RGB.
     """
 
-    def __init__(self, path: Path, fps: float, width: int, height: int, queue_frames: int = 8) -> None:
+    def __init__(self, path: Path, fps: float, width: int, height: int, queue_frames: int = 3) -> None:
         try:
             import av
         except ImportError:
@@ -97,6 +98,8 @@ class AnnotatedVideo:
         self._av = av
         self._queue: queue.Queue = queue.Queue(maxsize=queue_frames)
         self._error: BaseException | None = None
+        self.seconds = 0.0
+        """Wall seconds the thread spent drawing and encoding (a per-stage timing)."""
         self._thread = threading.Thread(target=self._encode_all, name="ferkit-video-encode", daemon=True)
         self._thread.start()
 
@@ -111,6 +114,7 @@ class AnnotatedVideo:
         while (item := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain, so write() never blocks on a dead encoder
+            t = time.perf_counter()
             try:
                 drawn = draw_frame(item[0][:h, :w], item[1])
                 yuv = cv2.cvtColor(drawn, cv2.COLOR_RGB2YUV_I420)
@@ -118,6 +122,7 @@ class AnnotatedVideo:
                     self._container.mux(packet)
             except BaseException as exc:  # noqa: BLE001 - handed to the pipeline's thread by write/close
                 self._error = exc
+            self.seconds += time.perf_counter() - t
 
     def close(self) -> None:
         """Encode what is queued, flush the encoder and close the file (raises what the thread raised)."""
