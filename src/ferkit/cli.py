@@ -989,7 +989,11 @@ def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: i
           classify_every_frame: bool, window: bool, tta: str, engine: str, address: str | None,
           segment_seconds: float, overlap_seconds: float) -> None:
     """Follow every person through videos (mp4, avi, mkv, webm, mov; folders) or a live camera: emotions per
-    person over time, the group per second, and the lecture view (see docs/VIDEO.md)."""
+    person over time, the group per second, and the lecture view (see docs/VIDEO.md).
+
+    By default faces are detected and classified 5 times per second of video, the tracker carrying boxes and
+    scores in between (--fps/--stride, --classify-every-frame), with the auto detector (MTCNN: it finds faces from
+    20 px, as in an audience; --detector dlib is faster on close-ups but misses faces under ~80 px)."""
     if (camera is None) == (not paths):
         raise UserInputError("give video files/folders or --camera N (not both)")
     if engine == "ray" and camera is not None:

@@ -44,8 +44,8 @@ DEFAULT_SEGMENT_S = 60.0
 enough that an hour of video keeps 60 workers busy."""
 
 DEFAULT_OVERLAP_S = 2.0
-"""Warm-up seconds before each segment: 4 smoothing time constants (0.5 s), 2x the tracker's memory (1 s), 20
-detection steps at the default 10 detections per second."""
+"""Warm-up seconds before each segment: 4 smoothing time constants (0.5 s), 2x the tracker's memory (1 s), 10
+detection steps at the default 5 detections per second."""
 
 IOU_SAME = 0.5
 """Boxes of two segments on the same warm-up frame that overlap this much are the same face."""
