@@ -17,6 +17,9 @@ import functools
 
 M_ARENA_MAX = -8
 """mallopt's parameter number for the arena limit (glibc's malloc.h)."""
+M_MMAP_THRESHOLD = -3
+"""mallopt's parameter number for the size from which a block is its own mmap (glibc's malloc.h)."""
+MMAP_THRESHOLD = 256 * 1024
 
 
 @functools.cache
@@ -30,9 +33,15 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def limit_arenas(arenas: int = 2) -> bool:
-    """Let threads created from now on share at most ``arenas`` heap arenas; False where that is not glibc."""
+    """Let threads created from now on share at most ``arenas`` heap arenas, and give every block of 256 KB or
+    more (a frame, a crop batch) its own mmap, returned to the OS when freed; False where that is not glibc.
+
+    The fixed mmap threshold matters most: glibc raises its threshold to the size of each mmapped block freed
+    (up to 32 MB), so after the first frame is freed every later frame buffer came from the heap, in between the
+    run's long-lived small objects, and the heap grew with the holes they left (main arena +60 MB over 10 min)."""
     libc = _libc()
-    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, arenas))
+    return bool(libc is not None and libc.mallopt(M_ARENA_MAX, arenas)
+                and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
 
 
 def trim() -> None:
