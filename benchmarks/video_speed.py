@@ -1,7 +1,7 @@
 """End-to-end video speed (fps) of `ferkit video` vs fer's ``Video.analyze``, per stage, and memory vs video length
 -> results/video_speed.md + video_speed.json.
 
-    python benchmarks/video_speed.py [--seconds 10] [--stride 6] [--threads 2] [--short-seconds 10]
+    python benchmarks/video_speed.py [--seconds 10] [--stride 15] [--threads 2] [--short-seconds 10]
                                      [--long-seconds 600] [--fer-python /work/venv-fer/bin/python] [--skip-fer]
 
 Clips (H.264 MP4s made here, so both tools decode the same file): ``720x480``: the shared clip
@@ -182,7 +182,8 @@ def render(data: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="Length of each speed clip.")
-    p.add_argument("--stride", type=int, default=6)
+    p.add_argument("--stride", type=int, default=15,
+                   help="The --stride row (default 15: 2 detections per second of 30 fps video, vs 5 by default).")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--short-seconds", type=float, default=10.0)
     p.add_argument("--long-seconds", type=float, default=600.0)
