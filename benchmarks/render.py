@@ -168,13 +168,16 @@ def calibration_section() -> list[str]:
 
 
 def scale_video_section() -> list[str]:
-    """`ferkit video --engine ray`: fps with 1 and 2 Ray workers beside one process, and the stitched output's
-    agreement with the single-process one (benchmarks/scale_video.py)."""
     data = _load("scale_video.json")
     if data is None:
         return []
-    lines = ["## Videos on Ray", "",
-             f"Measured with `{data['command']}` ({data['environment']}"
+    return ["## Videos on Ray", "", *scale_video_table(data), ""]
+
+
+def scale_video_table(data: dict) -> list[str]:
+    """`ferkit video --engine ray`: fps with 1 and 2 Ray workers beside one process, and the stitched output's
+    agreement with the single-process one (benchmarks/scale_video.py)."""
+    lines = [f"Measured with `{data['command']}` ({data['environment']}"
              + (f"; load average {data['load_average_at_start']} when it started"
                 if "load_average_at_start" in data else "") + f"): a {data['seconds']:.0f} s video of real "
              f"photos ({data['frames']} frames, 640x360, 3 people, a cut to a 4th and back), cut into "
@@ -193,7 +196,7 @@ def scale_video_section() -> list[str]:
                       f"(boxes IoU >= {agree['min_tracked_iou']}); the label agrees on "
                       f"{agree['emotion_agree'] / max(agree['faces'], 1):.1%} and the smoothed label on "
                       f"{agree['smoothed_agree'] / max(agree['faces'], 1):.1%} of face-frames."]
-    return lines + [""]
+    return lines
 
 
 def scale_analyze_table(data: dict) -> list[str]:
@@ -274,7 +277,8 @@ def scale_train_section() -> list[str]:
 def render_scaling() -> None:
     """Replace the measured blocks of docs/SCALING.md (each between its markers) with the current tables."""
     path = HERE.parent / "docs" / "SCALING.md"
-    for name, table in (("scale_analyze", scale_analyze_table), ("scale_train", scale_train_table)):
+    for name, table in (("scale_analyze", scale_analyze_table), ("scale_video", scale_video_table),
+                        ("scale_train", scale_train_table)):
         data = _load(f"{name}.json")
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
         if not data or not path.exists() or begin not in path.read_text():
