@@ -290,12 +290,7 @@ class StitchedRun(VideoRun):
                 self.last_rgb = rgb
                 yield result
         finally:
-            self.source.close()
-            last_rows = self.group.flush()
-            if "seconds" in sinks:
-                sinks["seconds"].write(last_rows)
-            for sink in sinks.values():
-                sink.close()
+            self._close_sinks(sinks)
             self._result = self._video_result()
             if self.out is not None:
                 self._snapshot(final=True)

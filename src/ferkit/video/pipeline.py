@@ -305,12 +305,7 @@ class VideoRun:
                 if self.on_warning:
                     self.on_warning(self.error)
         finally:  # also on Ctrl-C, an exception or a consumer that stopped iterating: close every output validly
-            self.source.close()
-            last_rows = self.group.flush()
-            if "seconds" in sinks:
-                sinks["seconds"].write(last_rows)
-            for sink in sinks.values():
-                sink.close()
+            self._close_sinks(sinks)
             if "video" in sinks:
                 timings["annotate"] += sinks["video"].seconds
             t = time.perf_counter()
@@ -373,6 +368,15 @@ class VideoRun:
                 sinks["video"] = AnnotatedVideo(self.out / "annotated.mp4", self.fps, self.source.width,
                                                 self.source.height)
         return sinks
+
+    def _close_sinks(self, sinks: dict[str, Any]) -> None:
+        """Release the source and close every output validly, the group's last (partial) second written first."""
+        self.source.close()
+        last_rows = self.group.flush()
+        if "seconds" in sinks:
+            sinks["seconds"].write(last_rows)
+        for sink in sinks.values():
+            sink.close()
 
     def _write(self, result: FrameResult, rgb: np.ndarray, sinks: dict[str, Any]) -> None:
         done = self.group.add(result)
