@@ -218,10 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
 
     cv2.setNumThreads(a.threads)
-    from ferkit.video.pipeline import DEFAULT_DETECT_FPS, video_recognizer
+    from ferkit.recognizer import Recognizer
+    from ferkit.video.pipeline import DEFAULT_DETECT_FPS
 
     command = "python benchmarks/video_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    recognizer = video_recognizer()  # as `ferkit video` makes it: one ONNX Runtime thread per session
+    recognizer = Recognizer.for_video()  # as `ferkit video` makes it: one ONNX Runtime thread per session
     fer_ok = not a.skip_fer and Path(a.fer_python).exists()
     data: dict = {"command": command.strip(), "threads": a.threads, "clips": [],
                   "stages": ["decode", "detect", "track", "reid", "classify", "write", "annotate", "summaries"],

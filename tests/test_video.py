@@ -108,9 +108,10 @@ def test_default_cadence_carries_people_and_their_scores_between_detections(grou
     """At the default 5 detections a second the tracker keeps all three people in every frame of the pan, with the
     same ids; a tracker frame's faces keep the scores of their person's last detection frame; the CLI's video
     recognizer (one ONNX thread per session) finds the same people."""
-    from ferkit.video.pipeline import DEFAULT_DETECT_FPS, video_recognizer
+    from ferkit.recognizer import Recognizer
+    from ferkit.video.pipeline import DEFAULT_DETECT_FPS
 
-    run = video_recognizer().analyze_video(group_video)
+    run = Recognizer.for_video().analyze_video(group_video)
     frames = list(run)
     assert DEFAULT_DETECT_FPS == 5 and run.stride == 6
     assert [f.index for f in frames if f.detected] == list(range(0, 78, 6))

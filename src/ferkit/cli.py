@@ -1000,14 +1000,14 @@ def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: i
         raise UserInputError("--engine ray cuts video files into segments; a live --camera runs with --engine local")
     require("video", "ferkit video")
     prepare_out_dir(out)
+    from ferkit.recognizer import Recognizer
     from ferkit.video import VideoOptions
-    from ferkit.video.pipeline import video_recognizer
 
     options = VideoOptions(stride=stride, detect_fps=detect_fps, max_people=max_people, start=start, end=end,
                            smooth_s=smooth, reid=not no_reid, lecture=lecture,
                            aggregate_only=lecture if aggregate_only is None else aggregate_only,
                            annotate=not no_annotate, classify_every_frame=classify_every_frame)
-    recognizer = video_recognizer(model, detector, min_face=min_face, tta=tta)
+    recognizer = Recognizer.for_video(model, detector, min_face=min_face, tta=tta)
     if camera is not None:
         from ferkit.video.live import run_camera
 

@@ -114,6 +114,23 @@ class Recognizer:
         self._pool: ThreadPoolExecutor | None = None
         self.timings: dict[str, float] = defaultdict(float)
 
+    @classmethod
+    def for_video(cls, model: str | os.PathLike = "default", detector: str | object = "auto",
+                  **kwargs) -> Recognizer:
+        """A Recognizer set up for video: one ONNX Runtime thread per session (the classifier's, and MTCNN's when
+        it is the detector), as ``ferkit video`` and its Ray segments use.
+
+        Why: a video run keeps both cores busy with threads of its own (the main loop, detection one step ahead,
+        annotated.mp4's encoder); a thread per core inside each ONNX session as well oversubscribed them, and the
+        classifier's threads spun between its small batches. Measured on the shared 720x480 clip: 15-18 ms of CPU
+        per frame instead of 30-33, 45-49 fps instead of 27 (docs/BENCHMARKS.md). ``kwargs`` go to ``Recognizer``.
+        """
+        found = get_detector(detector)
+        if found.name == "mtcnn":
+            found = get_detector("mtcnn", threads=1)
+        kwargs.setdefault("workers", 1)
+        return cls(model, found, threads=1, **kwargs)
+
     @property
     def model_name(self) -> str:
         return self.classifier.name

@@ -34,7 +34,8 @@ import numpy as np
 
 from ferkit.errors import FerkitError, UserInputError
 from ferkit.scale.cluster import ray_session
-from ferkit.video.pipeline import VideoOptions, VideoRun, video_recognizer
+from ferkit.recognizer import Recognizer
+from ferkit.video.pipeline import VideoOptions, VideoRun
 from ferkit.video.results import FrameResult
 from ferkit.video.run import VideosSummary, _out_dirs
 from ferkit.video.source import VideoSource, iter_video_paths
@@ -110,7 +111,7 @@ def _recognizer(model: str, detector: str, min_face: int, tta: str):
     """One Recognizer per worker process and settings: Ray reuses a worker for many tasks, so the model and the
     detector load once per worker, not once per segment. Built as ``ferkit video`` builds its own (one ONNX thread
     for the classifier and for MTCNN), which also fits a task's one CPU of the cluster."""
-    return video_recognizer(model, detector, min_face=min_face, tta=tta)
+    return Recognizer.for_video(model, detector, min_face=min_face, tta=tta)
 
 
 def run_segment(path: str, spec: dict[str, Any], options: VideoOptions, segment: Segment) -> SegmentResult:

@@ -81,25 +81,6 @@ class VideoOptions:
         return max(1, int(round(fps / rate)))
 
 
-def video_recognizer(model: str | os.PathLike = "default", detector: str | object = "auto", **kwargs):
-    """A ``Recognizer`` set up for video: one ONNX Runtime thread per session (the classifier's, and MTCNN's when
-    it is the detector), as ``ferkit video`` uses.
-
-    Why: a video run keeps both cores busy with threads of its own (the main loop, detection one step ahead,
-    annotated.mp4's encoder); a thread per core inside each ONNX session as well oversubscribed them, and the
-    classifier's threads spun between its small batches. Measured on the shared 720x480 clip: 15-18 ms of CPU per
-    frame instead of 30-33, 45-49 fps instead of 27 (docs/BENCHMARKS.md). ``kwargs`` go to ``Recognizer``.
-    """
-    from ferkit.faces import get_detector
-    from ferkit.recognizer import Recognizer
-
-    found = get_detector(detector)
-    if found.name == "mtcnn":
-        found = get_detector("mtcnn", threads=1)
-    kwargs.setdefault("workers", 1)
-    return Recognizer(model, found, threads=1, **kwargs)
-
-
 @dataclass
 class _Held:
     """A track's last classification (scores, smoothed scores) and the last detection its landmarks come from."""
