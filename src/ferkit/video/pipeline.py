@@ -10,6 +10,7 @@ per second.
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections import defaultdict
@@ -399,3 +400,8 @@ class VideoRun:
             plot_timeline(out / "timeline.png", lanes, result.seconds, self.labels, result.moments,
                           title=Path(self.source.name).name)
             write_report(out, result)
+            # a matplotlib Figure is a web of reference cycles, freed only by a full collection, which Python runs
+            # rarely: each snapshot's figure stayed, and peak RSS grew with video length (+9% from 10 s to 10 min,
+            # +1.5% with this; measured in-process, docs/DESIGN.md)
+            gc.collect()
+            heap.trim()
