@@ -201,7 +201,8 @@ def _iou(a, b) -> float:
 
 def test_nms_in_opencv_keeps_what_the_greedy_rule_keeps():
     """OpenCV's NMSBoxes replaced a Python loop; on crowded random boxes it keeps the same boxes in the same order."""
-    from ferkit.faces.backend_mtcnn import _max_iou, _nms
+    from ferkit.faces.backend_mtcnn import _nms
+    from ferkit.faces.boxes import iou_matrix
 
     rng = np.random.default_rng(3)
     for n in (1, 7, 60, 300):
@@ -213,8 +214,8 @@ def test_nms_in_opencv_keeps_what_the_greedy_rule_keeps():
             assert kept.tolist() == _greedy_nms(boxes, scores, iou), (n, iou)
             if n > 1:
                 rest = np.setdiff1d(np.arange(n), kept)
-                if len(rest):  # every dropped box overlaps a kept one by more than iou, which _max_iou sees
-                    assert (_max_iou(boxes[rest], boxes[kept]) > iou).all()
+                if len(rest):  # every dropped box overlaps a kept one by more than iou, which iou_matrix sees
+                    assert (iou_matrix(boxes[rest], boxes[kept]).max(axis=1) > iou).all()
 
 
 def test_crops_from_pyramid_levels_show_the_same_pixels_as_crops_from_the_image():

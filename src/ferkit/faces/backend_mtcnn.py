@@ -36,6 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ferkit.faces.boxes import iou_matrix
 from ferkit.faces.registry import Detector, DetectorUnavailable, register_detector
 
 KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth_right", "mouth_left")
@@ -101,18 +102,6 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float, min_mode: bool = Fal
         h = np.maximum(0.0, np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]))
         order = rest[w * h <= iou * np.maximum(np.minimum(area[i], area[rest]), 1e-9)]
     return np.asarray(keep, np.int64)
-
-
-def _max_iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """For each of ``boxes``, its largest overlap over the union with any of ``others``."""
-    x0 = np.maximum(boxes[:, None, 0], others[None, :, 0])
-    y0 = np.maximum(boxes[:, None, 1], others[None, :, 1])
-    x1 = np.minimum(boxes[:, None, 2], others[None, :, 2])
-    y1 = np.minimum(boxes[:, None, 3], others[None, :, 3])
-    inter = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
-    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
-    union = area(boxes)[:, None] + area(others)[None, :] - inter
-    return (inter / np.maximum(union, 1e-9)).max(axis=1)
 
 
 def _square(boxes: np.ndarray) -> np.ndarray:
@@ -252,7 +241,7 @@ class MtcnnDetector(Detector):
         accepted = boxes[heads[prob[:, 1] > self.thresholds[2]]]
         rest = np.setdiff1d(np.arange(len(boxes)), heads)
         if len(accepted) and len(rest):
-            rest = rest[_max_iou(boxes[rest], accepted) <= HEAD_IOU]
+            rest = rest[iou_matrix(boxes[rest], accepted).max(axis=1) <= HEAD_IOU]
         if not len(rest):
             return boxes[heads], reg, points, prob
         reg2, points2, prob2 = self._onet.run(None, {"input_3": _crops(levels, boxes[rest], 48)})

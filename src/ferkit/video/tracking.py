@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ferkit.errors import missing_extra
+from ferkit.faces.boxes import iou_matrix
 from ferkit.faces.detection import Detection
 
 
@@ -29,17 +30,6 @@ class TrackedFace:
     track_id: int
     box: tuple[int, int, int, int]
     detection: Detection | None
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of boxes given as x0, y0, x1, y1 rows."""
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
 def _clip_box(x0: float, y0: float, x1: float, y1: float, width: int, height: int) -> tuple[int, int, int, int] | None:
@@ -85,7 +75,7 @@ class FaceTracker:
         out = []
         matched: dict[int, Detection] = {}
         if len(detections):
-            iou = _iou(tensors[:, :4], track_boxes)
+            iou = iou_matrix(tensors[:, :4], track_boxes)
             for j in range(len(tracks)):
                 i = int(np.argmax(iou[:, j]))
                 if iou[i, j] > 0.5:
