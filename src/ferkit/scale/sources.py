@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from ferkit.errors import UserInputError
 from ferkit.io import is_image_path
+from ferkit.journal import file_key
 
 MANIFEST_SUFFIXES = (".txt", ".csv", ".parquet")
 
@@ -75,8 +76,7 @@ def read_bytes(uri: str) -> bytes:
 def key_of(source: str) -> list[int]:
     """[size, mtime_ns] of a local path or URI now; OSError when it is gone (what the journal checks records with)."""
     if not is_uri(source):
-        st = os.stat(source)
-        return [st.st_size, st.st_mtime_ns]
+        return file_key(source)
     from pyarrow import fs
 
     filesystem, path, _ = _remote(source)
@@ -147,7 +147,7 @@ def list_sources(paths: Sequence[str], on_error: Callable[[str], None]) -> list[
 
     for path in paths:
         if _is_manifest(path):
-            entries = _manifest_entries(_local(path) if path.startswith("file://") else path)
+            entries = _manifest_entries(_local(path))
             if not entries:
                 raise UserInputError(f"{path}: the manifest lists no file")
             add(_expand(entries, on_error))

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ferkit.errors import FerkitError
+from ferkit.errors import FerkitError, UserInputError
 from ferkit.scale.cluster import ray_session
 from ferkit.train.checkpoint import load_checkpoint
 from ferkit.train.config import TrainConfig, config_from_dict
@@ -59,12 +59,11 @@ def fit_on_ray(cfg: TrainConfig, run_dir: str | Path, workers: int, resume: bool
         from ray.train.torch import TorchConfig, TorchTrainer
 
         use_gpu = device == "cuda"
-        if ray.cluster_resources().get("GPU" if use_gpu else "CPU", 0) < workers:
-            from ferkit.errors import UserInputError
-
-            raise UserInputError(f"{WHAT}: the cluster has {ray.cluster_resources().get('GPU' if use_gpu else 'CPU', 0):g} "
-                                 f"{'GPUs' if use_gpu else 'CPUs'}, fewer than --workers {workers}; lower --workers "
-                                 f"or add nodes")
+        unit = "GPU" if use_gpu else "CPU"
+        have = ray.cluster_resources().get(unit, 0)
+        if have < workers:
+            raise UserInputError(f"{WHAT}: the cluster has {have:g} {unit}s, fewer than --workers {workers}; lower "
+                                 "--workers or add nodes")
         storage = tempfile.mkdtemp(prefix="ferkit-ray-train-")
         trainer = TorchTrainer(
             _worker,
