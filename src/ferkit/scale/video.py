@@ -268,7 +268,6 @@ class StitchedRun(VideoRun):
     def _run(self) -> Iterator[FrameResult]:
         sinks = self._open_sinks()
         decoded = iter(self.source) if self.out is not None else None  # pixels for annotated.mp4 and thumbnails
-        last_snapshot = time.monotonic()
         try:
             for result in self._stitched():
                 rgb = None
@@ -281,20 +280,10 @@ class StitchedRun(VideoRun):
                     if frame is None or frame.index != result.index:
                         break  # the driver cannot read what a worker read: keep what was written
                     rgb = frame.rgb
-                t = time.perf_counter()
-                self.frames += 1
-                self._write(result, rgb, sinks)
-                if self.out is not None and time.monotonic() - last_snapshot > self.snapshot_every_s:
-                    self._snapshot(final=False)
-                    last_snapshot = time.monotonic()
-                self.timings["write"] += time.perf_counter() - t
-                self.last_rgb = rgb
+                self._deliver(result, rgb, sinks)
                 yield result
         finally:
-            self._close_sinks(sinks)
-            self._result = self._video_result()
-            if self.out is not None:
-                self._snapshot(final=True)
+            self._finish(sinks)
 
 
 # -- several videos -------------------------------------------------------------------------------------------------

@@ -135,6 +135,7 @@ class VideoRun:
         self._result: VideoResult | None = None
         self.last_rgb: np.ndarray | None = None
         """The RGB pixels of the frame last yielded (for drawing overlays)."""
+        self._snapshots = 0
         self._iterator: Iterator[FrameResult] | None = None
         self.tracker = FaceTracker(self.fps, self.stride, options.lost_s)
         self.book = self._identity_book()
@@ -247,7 +248,6 @@ class VideoRun:
         sinks = self._open_sinks()
         last: dict[int, _Held] = {}
         since_detection = 0
-        last_snapshot = time.monotonic()
         timings = self.timings
         w, h = self.source.width, self.source.height
         try:
@@ -269,17 +269,7 @@ class VideoRun:
                 t5 = time.perf_counter()
                 timings["classify"] += t5 - t4
                 result = FrameResult(frame.index, frame.time_s, faces, detect_now)
-                self.frames += 1
-                self._write(result, frame.rgb, sinks)
-                t6 = time.perf_counter()
-                timings["write"] += t6 - t5
-                if time.monotonic() - last_snapshot > self.snapshot_every_s:
-                    if self.out is not None:
-                        self._snapshot(final=False)
-                    heap.trim()
-                    last_snapshot = time.monotonic()
-                    timings["summaries"] += time.perf_counter() - t6
-                self.last_rgb = frame.rgb
+                self._deliver(result, frame.rgb, sinks)
                 yield result
             if self.source.truncated:
                 self.error = (f"{self.source.name}: the file ends at frame {self.source.frames_read} of "
@@ -287,14 +277,40 @@ class VideoRun:
                 if self.on_warning:
                     self.on_warning(self.error)
         finally:  # also on Ctrl-C, an exception or a consumer that stopped iterating: close every output validly
-            self._close_sinks(sinks)
-            if "video" in sinks:
-                timings["annotate"] += sinks["video"].seconds
-            t = time.perf_counter()
-            self._result = self._video_result()
+            self._finish(sinks)
+
+    def _deliver(self, result: FrameResult, rgb: np.ndarray | None, sinks: dict[str, Any]) -> None:
+        """Write one finished frame; every ``snapshot_every_s`` also rewrite the whole-file outputs and trim the
+        heap (:mod:`ferkit.video.heap`)."""
+        t = time.perf_counter()
+        self.frames += 1
+        self._write(result, rgb, sinks)
+        t_written = time.perf_counter()
+        self.timings["write"] += t_written - t
+        if time.monotonic() - self._last_snapshot > self.snapshot_every_s:
             if self.out is not None:
-                self._snapshot(final=True)
-            timings["summaries"] += time.perf_counter() - t
+                self._snapshot(final=False)
+            heap.trim()
+            self._last_snapshot = time.monotonic()
+            self.timings["summaries"] += time.perf_counter() - t_written
+        self.last_rgb = rgb
+
+    def _finish(self, sinks: dict[str, Any]) -> None:
+        """Release the source, close every output validly (the group's last, partial second written first), then
+        the result and the final snapshot."""
+        self.source.close()
+        last_rows = self.group.flush()
+        if "seconds" in sinks:
+            sinks["seconds"].write(last_rows)
+        for sink in sinks.values():
+            sink.close()
+        if "video" in sinks:
+            self.timings["annotate"] += sinks["video"].seconds
+        t = time.perf_counter()
+        self._result = self._video_result()
+        if self.out is not None:
+            self._snapshot(final=True)
+        self.timings["summaries"] += time.perf_counter() - t
 
     def _classify(self, frame, tracked: list[TrackedFace], persons: dict[int, int], last: dict[int, _Held],
                   detect_now: bool) -> list[PersonFace]:
@@ -336,8 +352,10 @@ class VideoRun:
     # -- outputs --------------------------------------------------------------------------------------------------
 
     def _open_sinks(self) -> dict[str, Any]:
+        """The per-frame outputs, opened when a run starts (which also starts the snapshot clock)."""
         from ferkit.video.writers import AnnotatedVideo, CsvSink
 
+        self._last_snapshot = time.monotonic()
         if self.out is None:
             return {}
         self.out.mkdir(parents=True, exist_ok=True)
@@ -350,15 +368,6 @@ class VideoRun:
                 sinks["video"] = AnnotatedVideo(self.out / "annotated.mp4", self.fps, self.source.width,
                                                 self.source.height)
         return sinks
-
-    def _close_sinks(self, sinks: dict[str, Any]) -> None:
-        """Release the source and close every output validly, the group's last (partial) second written first."""
-        self.source.close()
-        last_rows = self.group.flush()
-        if "seconds" in sinks:
-            sinks["seconds"].write(last_rows)
-        for sink in sinks.values():
-            sink.close()
 
     def _write(self, result: FrameResult, rgb: np.ndarray, sinks: dict[str, Any]) -> None:
         done = self.group.add(result)
@@ -394,7 +403,7 @@ class VideoRun:
             writers.write_csv(out / "minutes.csv", result.minutes,
                               ["minute", "faces", "max_faces", *GROUPS, *self.labels])
         writers.write_json(out / "summary.json", result.to_dict())
-        self._snapshots = getattr(self, "_snapshots", 0) + 1
+        self._snapshots += 1
         if final or self._snapshots % 6 == 1:
             lanes = {} if self.options.aggregate_only else self.people.lanes()
             plot_timeline(out / "timeline.png", lanes, result.seconds, self.labels, result.moments,
