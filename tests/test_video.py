@@ -131,6 +131,42 @@ def test_default_cadence_carries_people_and_their_scores_between_detections(grou
     assert [p.person for p in run.result().people] == [1, 2, 3, 4]
 
 
+def test_whole_frame_scans_once_a_second_and_after_a_miss(group_video, recognizer, tmp_path):
+    """Between whole-frame scans (one a second of video by default) a detection looks only around the faces found
+    before; a cut (the faces not found where they were) brings a whole-frame scan at the next detection. Every
+    detection scanning (scan_s 0) finds the same people; the count is in summary.json's settings."""
+    scanning = recognizer.analyze_video(group_video, scan_s=0)
+    steps = sum(f.detected for f in scanning)
+    assert scanning.scans == steps == 13 and len(scanning.result().people) == 4
+
+    run = recognizer.analyze_video(group_video, out=tmp_path)
+    frames = list(run)
+    # seconds 0 and 1 start with a scan (frames 0 and 30), and each cut's miss brings one (frames 42 and 60)
+    assert run.scans == 4
+    assert json.loads((tmp_path / "summary.json").read_text())["settings"]["whole_frame_detections"] == 4
+    assert [f.index for f in frames if f.detected] == list(range(0, 78, 6))
+
+
+def test_file_frames_are_decoded_ahead_in_a_thread_that_ends_with_the_consumer(group_video):
+    """A file's frames come from a reader thread (decoding overlaps the pipeline's work), in order and all of
+    them; a consumer that stops early ends the thread instead of leaving it blocked on a full queue."""
+    import threading
+
+    from ferkit.video.source import VideoSource
+
+    def readers() -> int:
+        return sum(t.name == "ferkit-video-read" and t.is_alive() for t in threading.enumerate())
+
+    with VideoSource(group_video) as source:
+        assert [f.index for f in source] == list(range(78)) and source.decode_seconds > 0
+    with VideoSource(group_video) as source:
+        frames = iter(source)
+        first = [next(frames) for _ in range(3)]
+        time.sleep(0.2)  # the reader fills its queue and waits
+        assert readers() == 1 and [f.index for f in first] == [0, 1, 2] and source.frames_read == 3
+    assert readers() == 0
+
+
 def test_classify_every_frame_classifies_the_tracker_boxes(group_video, recognizer):
     from ferkit.video import VideoOptions, VideoRun
 
@@ -295,13 +331,38 @@ def test_embedding_is_the_penultimate_layer_of_the_shipped_int8_graph():
     assert session.get_outputs()[0].name == "logits" and len(session.get_outputs()) == 1
 
 
-def test_timeline_draws_runs_of_seconds_not_every_second():
-    """One bar per run of equal labels: a long video's timeline costs by its changes, not its length."""
-    from ferkit.video.plots import label_spans
+def test_timeline_shows_each_second_in_its_pixel_columns(tmp_path):
+    """The timeline is a raster whose columns show the seconds they cover: each lane and the group's stacked
+    shares have the right colour at the right time, and a 10-hour video draws an image of the same size as an
+    hour (its cost is bounded by the pixels, not the video's length)."""
+    from PIL import Image
 
-    by_second = {s: ("happy" if s < 3000 else "sad") for s in range(3600)} | {4000: "sad", 4001: "happy"}
-    assert label_spans(by_second) == {"happy": [(0, 3000), (4001, 1)], "sad": [(3000, 600), (4000, 1)]}
-    assert label_spans({}) == {}
+    from ferkit.video import plots
+
+    def draw(hours: int) -> np.ndarray:
+        n = 3600 * hours
+        lanes = {1: {s: ("happy" if s < n * 5 // 6 else "sad") for s in range(n)}}
+        seconds = [dict(second=s, faces=1, positive=float(s < n // 2), neutral=0.0, negative=float(s >= n // 2))
+                   for s in range(n)]
+        path = plots.plot_timeline(tmp_path / f"timeline_{hours}.png", lanes, seconds, ["happy", "sad", "neutral"])
+        with Image.open(path) as png:
+            return np.asarray(png.convert("RGB"))
+
+    def colour(name: str) -> list[int]:
+        return [int(name[i:i + 2], 16) for i in (1, 3, 5)]
+
+    one, ten = draw(1), draw(10)
+    assert one.shape == ten.shape and one.shape[1] == plots.WIDTH
+    lane_y = plots.TOP + plots.LANE_PX // 2
+    group_y = plots.TOP + plots.LANE_PX + plots.GAP_PX + plots.GROUP_PX // 2
+    for image in (one, ten):
+        def at(fraction: float, y: int) -> list[int]:
+            return image[y, plots.LEFT + int(plots.PLOT_PX * fraction)].tolist()
+
+        assert at(0.4, lane_y) == colour(plots.EMOTION_COLOURS["happy"])
+        assert at(0.9, lane_y) == colour(plots.EMOTION_COLOURS["sad"])
+        assert at(0.25, group_y) == colour(plots.GROUP_COLOURS["positive"])
+        assert at(0.75, group_y) == colour(plots.GROUP_COLOURS["negative"])
 
 
 def test_annotated_video_encodes_in_its_thread_and_reports_its_errors(tmp_path):

@@ -972,6 +972,9 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, tta: str
 @click.option("--classify-every-frame", is_flag=True,
               help="Also classify the tracker's boxes between detections (default: they keep each person's last "
                    "scores; classifying every frame costs ~4 ms per face per frame).")
+@click.option("--scan-every", "scan_s", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds of video between whole-frame face searches; the detections in between look only around "
+                   "the faces already followed (a new face is found within this time); 0 = search every time.")
 @click.option("--window/--no-window", default=True, show_default=True,
               help="With --camera: show the overlay window where a display exists (q or Esc stops); "
                    "--no-window runs headless.")
@@ -986,7 +989,7 @@ def serve(host: str, port: int, models: tuple[str, ...], detector: str, tta: str
 def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: int | None, detect_fps: float | None,
           model: str, detector: str, min_face: int, max_people: int | None, start: float, end: float | None,
           smooth: float, no_reid: bool, lecture: bool, aggregate_only: bool | None, no_annotate: bool,
-          classify_every_frame: bool, window: bool, tta: str, engine: str, address: str | None,
+          classify_every_frame: bool, scan_s: float, window: bool, tta: str, engine: str, address: str | None,
           segment_seconds: float, overlap_seconds: float) -> None:
     """Follow every person through videos (mp4, avi, mkv, webm, mov; folders) or a live camera: emotions per
     person over time, the group per second, and the lecture view (see docs/VIDEO.md).
@@ -1006,7 +1009,7 @@ def video(paths: tuple[str, ...], camera: str | None, out: str | None, stride: i
     options = VideoOptions(stride=stride, detect_fps=detect_fps, max_people=max_people, start=start, end=end,
                            smooth_s=smooth, reid=not no_reid, lecture=lecture,
                            aggregate_only=lecture if aggregate_only is None else aggregate_only,
-                           annotate=not no_annotate, classify_every_frame=classify_every_frame)
+                           annotate=not no_annotate, classify_every_frame=classify_every_frame, scan_s=scan_s)
     recognizer = Recognizer.for_video(model, detector, min_face=min_face, tta=tta)
     if camera is not None:
         from ferkit.video.live import run_camera

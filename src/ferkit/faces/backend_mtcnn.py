@@ -122,18 +122,26 @@ def _refine(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
     return boxes + reg * np.stack([w, h, w, h], 1)
 
 
-def _pyramid(rgb: np.ndarray, first: float, factor: float) -> list[np.ndarray]:
-    """The working image, then PNet's levels: scaled by ``first``, then by ``factor`` each, down to 12 px.
+def _scales(first: float, factor: float, short_side: int) -> list[float]:
+    """PNet's pyramid scales: ``first``, then times ``factor`` each, while the image's short side stays >= 12 px."""
+    scales, scale = [], first
+    while short_side * scale >= 12:
+        scales.append(scale)
+        scale *= factor
+    return scales
+
+
+def _pyramid(rgb: np.ndarray, scales: list[float]) -> list[np.ndarray]:
+    """The working image, then PNet's levels at ``scales`` (largest first).
 
     Each level is resized from the one before it (INTER_AREA from a 0.6x larger image, not from the full one): on a
     1200 px photo that took the pyramid from 40 to ~12 ms and found the same faces in benchmarks/detectors.py.
     """
     h, w = rgb.shape[:2]
-    levels, scale = [rgb], first
-    while min(h, w) * scale >= 12:
+    levels = [rgb]
+    for scale in scales:
         size = (int(np.ceil(w * scale)), int(np.ceil(h * scale)))
         levels.append(cv2.resize(levels[-1], size, interpolation=cv2.INTER_AREA))
-        scale *= factor
     return levels
 
 
@@ -248,8 +256,20 @@ class MtcnnDetector(Detector):
         return (boxes[np.concatenate([heads, rest])], np.vstack([reg, reg2]), np.vstack([points, points2]),
                 np.vstack([prob, prob2]))
 
-    def _detect(self, rgb: np.ndarray):
-        levels = _pyramid(rgb, 12.0 / self.min_face, self.scale_factor)
+    def _detect_sized(self, rgb: np.ndarray, smallest: float, largest: float):
+        """Only the levels of the whole-image pyramid on which faces of ``smallest`` to ``largest`` px (ferkit's box
+        side, BOX_SIDE x MTCNN's box height) fill PNet's 12 px window (12 to 12 / scale_factor px): the same scales as
+        a whole-image detection, hence the same proposals and boxes for those faces (a pyramid of other scales
+        moved the boxes by ~5%, enough to change the label of one face in three)."""
+        low, high = smallest / BOX_SIDE, largest / BOX_SIDE
+        scales = [s for s in _scales(12.0 / self.min_face, self.scale_factor, min(rgb.shape[:2]))
+                  if 12.0 / high <= s <= 12.0 / (self.scale_factor * low)]
+        return self._detect(rgb, scales)
+
+    def _detect(self, rgb: np.ndarray, scales: list[float] | None = None):
+        if scales is None:
+            scales = _scales(12.0 / self.min_face, self.scale_factor, min(rgb.shape[:2]))
+        levels = _pyramid(rgb, scales)
         boxes = self._propose(levels)
         if not len(boxes):
             return []

@@ -45,6 +45,12 @@ class Detection:
     def area(self) -> int:
         return int(self.box[2]) * int(self.box[3])
 
+    def shifted(self, dx: int, dy: int) -> Detection:
+        """The same face in an image where this one's pixels start at ``(dx, dy)`` (a crop's face in its frame)."""
+        x, y, w, h = self.box
+        lms = {k: (p[0] + dx, p[1] + dy) for k, p in self.landmarks.items()}
+        return Detection((x + dx, y + dy, w, h), self.score, lms)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "box": [int(v) for v in self.box],

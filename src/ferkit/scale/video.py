@@ -5,7 +5,8 @@ back into one stream of frames that the single-process writers turn into the sam
 Why segments with an overlap: the tracker, the smoother and re-identification all carry state from frame to frame.
 A segment starts ``overlap_s`` before the frames it owns (the warm-up): by its first owned frame, its tracks are
 confirmed, its Kalman boxes have converged and each person's moving average has forgotten that it started
-cold (``exp(-overlap / smooth)``: 2 s against the default 0.5 s leaves 2%). The warm-up frames are used only to
+cold (``exp(-overlap / smooth)``: 2 s against the default 0.5 s leaves 2%); the warm-up is at least a whole-frame
+scan period (``VideoOptions.scan_s``, 1 s), so that a segment's detections after its first scan are one process's. The warm-up frames are used only to
 match people: a person of segment k whose boxes coincide (IoU >= 0.5) with a person of segment k-1 on the same
 warm-up frames is that person; a person seen only after the warm-up takes the id of the closest earlier person
 by dlib face descriptors (the single-process re-identification rule and threshold), else a new id. New ids are
@@ -272,11 +273,9 @@ class StitchedRun(VideoRun):
             for result in self._stitched():
                 rgb = None
                 if decoded is not None:
-                    t = time.perf_counter()
                     frame = next(decoded, None)
                     while frame is not None and frame.index < result.index:
                         frame = next(decoded, None)
-                    self.timings["decode"] += time.perf_counter() - t
                     if frame is None or frame.index != result.index:
                         break  # the driver cannot read what a worker read: keep what was written
                     rgb = frame.rgb
@@ -337,8 +336,10 @@ def run_videos_on_ray(paths: list[str | os.PathLike], recognizer, spec: dict[str
             except FerkitError as exc:
                 fail(str(exc))
                 continue
-            planned.append((path, target, plan_segments(first, last, fps, stride, segment_s, overlap_s,
-                                                        options.end)))
+            # a warm-up of at least a scan period holds a whole-frame scan, after which a segment's detections
+            # are one process's (VideoOptions.scan_s)
+            warm_up = max(overlap_s, options.scan_s)
+            planned.append((path, target, plan_segments(first, last, fps, stride, segment_s, warm_up, options.end)))
         queue = deque((str(path), seg) for path, _, segments in planned for seg in segments)
         submitted: dict[tuple[str, int], Any] = {}
         window = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))

@@ -10,7 +10,7 @@ per second.
 
 from __future__ import annotations
 
-import gc
+import math
 import os
 import time
 from collections import defaultdict
@@ -39,6 +39,12 @@ DEFAULT_DETECT_FPS = 5.0
 little in 0.2 s, the tracker carries boxes in between and expressions are smoothed over 0.5 s anyway; a new face
 gets its id at its second detection, 0.2-0.4 s after it appears (docs/VIDEO.md measures the trade-off)."""
 
+DEFAULT_SCAN_S = 1.0
+"""Seconds of video between whole-frame detections (the first detection of each period from the video's start).
+In between, a detection looks for each face only around where the detection before found it (``Detector.detect_near``: a third of the cost with 3 faces in a 640x360 frame), and
+the next detection searches the whole frame again whenever a face was not found there. A face entering the
+picture is therefore found within 1 s, not 0.2 s (docs/VIDEO.md)."""
+
 REID_SAMPLES_S = (2.0, 10.0, 60.0)
 """Seconds of detections after a track starts at which its person's descriptor gallery gets another sample (a
 descriptor costs ~0.1 s: spaced in time, a few samples cover several poses at a cost per person, not per frame)."""
@@ -54,7 +60,9 @@ class VideoOptions:
     track is a new person). lecture: also per-minute rows and low/high moments; aggregate_only: keep no identities
     and write nothing per person (no descriptors are computed at all). classify_every_frame: also classify the
     tracker's boxes between detection frames (default: those frames keep each track's last scores; classification
-    then costs per detection, not per frame).
+    then costs per detection, not per frame). scan_s: seconds of video between whole-frame detections; the
+    detections in between look only around the faces found by the one before (0: every detection searches the
+    whole frame).
     """
 
     stride: int | None = None
@@ -70,6 +78,7 @@ class VideoOptions:
     aggregate_only: bool = False
     annotate: bool = True
     classify_every_frame: bool = False
+    scan_s: float = DEFAULT_SCAN_S
 
     def stride_for(self, fps: float) -> int:
         if self.stride is not None:
@@ -136,6 +145,8 @@ class VideoRun:
         self.last_rgb: np.ndarray | None = None
         """The RGB pixels of the frame last yielded (for drawing overlays)."""
         self._snapshots = 0
+        self.scans = 0
+        """Detections that searched the whole frame (the others looked only around the faces already found)."""
         self._iterator: Iterator[FrameResult] | None = None
         self.tracker = FaceTracker(self.fps, self.stride, options.lost_s)
         self.book = self._identity_book()
@@ -172,6 +183,7 @@ class VideoRun:
         moments = lecture_view.moments(seconds) if self.options.lecture else []
         settings = self.settings()
         settings["timings_s"] = {k: round(v, 3) for k, v in self.timings.items()}
+        settings["whole_frame_detections"] = self.scans
         if self.book is not None:
             settings["face_descriptors_computed"] = self.book.descriptors_computed
         return VideoResult(self.source.name, self.fps, self.frames, self.duration_s, self.labels, people,
@@ -199,9 +211,12 @@ class VideoRun:
             self._iterator = self._run()
         return self._iterator
 
-    def _detect(self, rgb: np.ndarray) -> list[Detection]:
+    def _detect(self, rgb: np.ndarray, near: list[Detection] | None = None) -> list[Detection]:
+        """The faces of a detection frame: the whole frame searched, or only around ``near`` (the faces of the
+        detection before)."""
         r = self.recognizer
-        dets = [d for d in r.detector.detect(rgb) if min(d.box[2], d.box[3]) >= r.min_face]
+        found = r.detector.detect(rgb) if near is None else r.detector.detect_near(rgb, [d.box for d in near])
+        dets = [d for d in found if min(d.box[2], d.box[3]) >= r.min_face]
         if self.options.max_people is not None:
             dets = sorted(dets, key=lambda d: -d.area)[: self.options.max_people]
         return dets
@@ -209,39 +224,53 @@ class VideoRun:
     def _scheduled(self) -> Iterator[tuple[Any, list[Detection] | None]]:
         """Frames in order, each with its detections (detection frames) or None (the tracker's frames).
 
-        Detection runs in a worker thread one detection step ahead: while it scans frame ``d`` (dlib releases the
-        GIL), this thread tracks, classifies and writes the frames before ``d`` and decodes the ones after it. At
-        most ``stride`` decoded frames wait at a time, so memory stays bounded by the stride, not the video.
+        Detection runs in a worker thread one detection step ahead: while it scans frame ``d`` (ONNX Runtime and
+        dlib release the GIL), this thread tracks, classifies and writes the frames before ``d`` and decodes the
+        ones after it. At most ``stride`` decoded frames wait at a time, so memory stays bounded by the stride, not
+        the video. A detection searches the whole frame at the first detection of each ``scan_s`` period of video
+        time (periods counted from the video's start, so a Ray segment that starts a period early scans on the
+        same frames as one process), and whenever the one before missed a face it looked for; the others look
+        only around the faces the one before found.
         """
         from concurrent.futures import ThreadPoolExecutor
 
-        def detect(rgb: np.ndarray) -> list[Detection]:
+        def detect(rgb: np.ndarray, near: list[Detection] | None) -> list[Detection]:
             t = time.perf_counter()
-            dets = self._detect(rgb)
+            dets = self._detect(rgb, near)
             self.timings["detect"] += time.perf_counter() - t
             return dets
 
         frames = iter(self.source)
-        waiting = None  # (detection frame, future of its detections)
+        waiting = None  # (detection frame, future of its detections, the faces it looked around or None)
         after: list = []  # the frames after it, before the next detection frame
+        scanned = None  # the scan period (``floor(time_s / scan_s)``) of the last whole-frame scan
         with ThreadPoolExecutor(1, thread_name_prefix="ferkit-video-detect") as pool:
             n = 0
             while True:
-                t0 = time.perf_counter()
                 frame = next(frames, None)
-                self.timings["decode"] += time.perf_counter() - t0
                 if frame is not None and n % self.stride:
                     after.append(frame)
                     n += 1
                     continue
-                future = pool.submit(detect, frame.rgb) if frame is not None else None
+                # the step before must end first: this one looks around the faces it found
+                found = waiting[1].result() if waiting is not None else None
+                if frame is not None:
+                    near = None
+                    period = math.floor(frame.time_s / self.options.scan_s) if self.options.scan_s > 0 else None
+                    if (found and period is not None and period == scanned
+                            and (waiting[2] is None or len(found) >= len(waiting[2]))):
+                        near = found
+                    else:
+                        scanned = period
+                        self.scans += 1
+                    future = pool.submit(detect, frame.rgb, near)
                 if waiting is not None:
-                    yield waiting[0], waiting[1].result()
+                    yield waiting[0], found
                     for f in after:
                         yield f, None
                 if frame is None:
                     return
-                waiting, after = (frame, future), []
+                waiting, after = (frame, future, near), []
                 n += 1
 
     def _run(self) -> Iterator[FrameResult]:
@@ -299,6 +328,7 @@ class VideoRun:
         """Release the source, close every output validly (the group's last, partial second written first), then
         the result and the final snapshot."""
         self.source.close()
+        self.timings["decode"] = self.source.decode_seconds
         last_rows = self.group.flush()
         if "seconds" in sinks:
             sinks["seconds"].write(last_rows)
@@ -385,8 +415,8 @@ class VideoRun:
             sinks["video"].write(rgb, result)
 
     def _snapshot(self, final: bool) -> None:
-        """Rewrite the whole-file outputs from the state so far (atomically); the plots and report only at the
-        end and every sixth snapshot, as matplotlib costs ~0.2 s."""
+        """Rewrite the whole-file outputs from the state so far (atomically); the timeline and report only at the
+        end and every sixth snapshot (30 s), as they redraw and re-embed every image."""
         from ferkit.video import writers
         from ferkit.video.plots import plot_timeline
         from ferkit.video.report import write_report
@@ -409,8 +439,3 @@ class VideoRun:
             plot_timeline(out / "timeline.png", lanes, result.seconds, self.labels, result.moments,
                           title=Path(self.source.name).name)
             write_report(out, result)
-            # a matplotlib Figure is a web of reference cycles, freed only by a full collection, which Python runs
-            # rarely: each snapshot's figure stayed, and peak RSS grew with video length (+9% from 10 s to 10 min,
-            # +1.5% with this; measured in-process, docs/DESIGN.md)
-            gc.collect()
-            heap.trim()
