@@ -37,7 +37,8 @@ LIVE_PREFIXES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://"
 DEFAULT_DETECT_FPS = 5.0
 """Detections (and classifications) per second of video when neither stride nor detect_fps is given: faces move
 little in 0.2 s, the tracker carries boxes in between and expressions are smoothed over 0.5 s anyway; a new face
-gets its id at its second detection, 0.2-0.4 s after it appears (docs/VIDEO.md measures the trade-off)."""
+gets its id at its second detection, 0.2-0.4 s after the whole-frame scan that finds it (DEFAULT_SCAN_S;
+docs/VIDEO.md measures the trade-off)."""
 
 DEFAULT_SCAN_S = 1.0
 """Seconds of video between whole-frame detections (the first detection of each period from the video's start).
