@@ -280,6 +280,29 @@ def test_live_source_drops_frames_rather_than_falling_behind(group_video, recogn
     assert len(read_csv(tmp_path / "frames.csv")) > 0 and json.loads((tmp_path / "summary.json").read_text())
 
 
+def test_lecture_moments_are_the_windows_with_the_lowest_and_highest_valence():
+    """Each window's mean valence (positive - negative share over the seconds with faces) from running sums equals
+    the mean computed window by window, and the chosen moments are the extremes that do not overlap."""
+    from ferkit.video.lecture import moments
+
+    rng = np.random.default_rng(0)
+    seconds = [{"second": s, "faces": float(rng.integers(0, 4)), "positive": p, "negative": (1 - p) * q}
+               for s, p, q in zip(range(600), rng.random(600), rng.random(600))]
+    found = moments(seconds, window_s=10, count=3)
+    seen = [r for r in seconds if r["faces"] > 0]
+    brute = {}
+    for start in {r["second"] for r in seen}:
+        inside = [r["positive"] - r["negative"] for r in seen if start <= r["second"] < start + 10]
+        brute[start] = sum(inside) / len(inside)
+    for m in found:
+        assert m["valence"] == pytest.approx(brute[m["start_s"]], abs=1e-4)
+    lows = [m for m in found if m["kind"] == "low"]
+    assert len(lows) == 3 and lows[0]["start_s"] == min(brute, key=brute.get)
+    assert all(abs(a["start_s"] - b["start_s"]) >= 10 for a in lows for b in lows if a is not b)
+    highs = [m for m in found if m["kind"] == "high"]
+    assert len(highs) == 3 and highs[0]["start_s"] == max(brute, key=brute.get)
+
+
 def test_ema_time_constant_is_in_seconds():
     from ferkit.video.smoothing import EmaSmoother
 

@@ -41,12 +41,14 @@ def moments(seconds: list[dict[str, Any]], window_s: int = 10, count: int = 3) -
     if not rows:
         return []
     secs = np.array([r["second"] for r in rows])
-    valence = np.array([r["positive"] - r["negative"] for r in rows])
+    order = np.argsort(secs, kind="stable")
+    secs = secs[order]
+    valence = np.array([r["positive"] - r["negative"] for r in rows])[order]
+    # each window's mean from running sums: linear in the video's length (the summaries recompute it every 5 s)
+    total = np.concatenate([[0.0], np.cumsum(valence)])
     starts = np.unique(secs)
-    scored = []
-    for s in starts:
-        inside = (secs >= s) & (secs < s + window_s)
-        scored.append((float(valence[inside].mean()), int(s)))
+    first, end = np.searchsorted(secs, starts), np.searchsorted(secs, starts + window_s)
+    scored = list(zip(((total[end] - total[first]) / (end - first)).tolist(), starts.tolist()))
     out = []
     for kind, ordered in (("low", sorted(scored)), ("high", sorted(scored, reverse=True))):
         taken: list[int] = []
