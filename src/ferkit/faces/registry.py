@@ -23,7 +23,7 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 
-from ferkit.faces.boxes import iou_matrix
+from ferkit.faces.boxes import corners, iou_matrix
 from ferkit.faces.detection import Detection, make_detection
 from ferkit.errors import MissingExtraError
 
@@ -56,10 +56,6 @@ second, a face moves by a fraction of its side between them."""
 NEAR_SIZE_RATIO = 1.5
 """How much larger or smaller than the face it follows a face :meth:`Detector.detect_near` accepts (side over
 side): a face does not change size by half in a fifth of a second, and a face that did is another one (a cut)."""
-
-
-def _corners(dets: list[Detection]) -> np.ndarray:
-    return np.array([(x, y, x + w, y + h) for x, y, w, h in (d.box for d in dets)], np.float64)
 
 
 class Detector:
@@ -109,7 +105,7 @@ class Detector:
             cx, cy = x + w / 2 - x0, y + h / 2 - y0
             best = min(found, key=lambda d: (d.box[0] + d.box[2] / 2 - cx) ** 2 + (d.box[1] + d.box[3] / 2 - cy) ** 2)
             best = best.shifted(x0, y0)
-            if not out or iou_matrix(_corners([best]), _corners(out)).max() < 0.5:
+            if not out or iou_matrix(corners([best.box]), corners([d.box for d in out])).max() < 0.5:
                 out.append(best)
         out.sort(key=lambda d: -d.area)
         return out

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ferkit.errors import FerkitError, UserInputError
+from ferkit.faces.boxes import corners, iou_matrix
 from ferkit.scale.cluster import ray_session
 from ferkit.recognizer import Recognizer
 from ferkit.video.pipeline import VideoOptions, VideoRun
@@ -131,15 +132,6 @@ def run_segment(path: str, spec: dict[str, Any], options: VideoOptions, segment:
 
 # -- stitching, on the driver --------------------------------------------------------------------------------------
 
-def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    w = min(ax + aw, bx + bw) - max(ax, bx)
-    h = min(ay + ah, by + bh) - max(ay, by)
-    inter = max(w, 0) * max(h, 0)
-    return inter / max(aw * ah + bw * bh - inter, 1)
-
-
 class Stitcher:
     """Segment-local person ids -> the video's person ids, segment after segment (in order).
 
@@ -188,12 +180,13 @@ class Stitcher:
         votes: Counter = Counter()
         for f in warm:
             before = self._previous.get(f.index, [])
-            for face in f.faces:
-                if face.person is None or not before:
-                    continue
-                iou, person = max((_iou(face.box, box), p) for box, p in before)
-                if iou >= IOU_SAME:
-                    votes[face.person, person] += 1
+            faces = [face for face in f.faces if face.person is not None]
+            if not faces or not before:
+                continue
+            overlap = iou_matrix(corners(face.box for face in faces), corners(box for box, _ in before))
+            for face, row in zip(faces, overlap):
+                if row.max() >= IOU_SAME:
+                    votes[face.person, before[int(row.argmax())][1]] += 1
         mapping: dict[int, int] = {}
         for (local, person), _ in votes.most_common():
             if local not in mapping and person not in mapping.values():
