@@ -4,8 +4,9 @@ A session's GPU (the `device` tool) gets 30 minutes and only the checkout: the d
 named in ``carry`` (64 MiB with the checkout's 12 MiB), and at most 8 files of 16 MiB come back through ``$OUT``.
 Three steps:
 
-    # here: FER2013 Training + PublicTest, 38 MiB as one tar.xz (PrivateTest, the test set, never leaves here)
-    python benchmarks/gpu_campaign.py pack gpu/            # gpu/ must be in .git/info/exclude
+    # here: FER2013 Training + PublicTest, 38 MiB as one tar.xz (PrivateTest, the test set, never leaves here);
+    # --dataset ferplus: FER+'s, 50 MiB (one dataset per call). gpu/ is in .gitignore: it travels only as carried
+    python benchmarks/gpu_campaign.py pack gpu/
     # on the device (run tool, carry ["gpu"]): three recipes at once, ~5.5 s per epoch each for a 7M fervgg
     PYTHONPATH=src python3 benchmarks/gpu_campaign.py run configs/a.yaml configs/b.yaml configs/c.yaml \
         --data gpu --out "$OUT" --device cuda
@@ -27,6 +28,7 @@ the others go on.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -42,48 +44,77 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-DATA = REPO.parent / "shared" / "data" / "fer2013"
-DATA_NAME = "fer2013.tar.xz"
+SHARED_DATA = REPO.parent / "shared" / "data"
+DATASETS = ("fer2013", "ferplus")
+"""What ``pack`` packs, one per device call: FER2013 (38 MiB) and FER+ (50 MiB) do not travel together."""
 MAX_RECIPES = 3
 """Two files come back per recipe, and campaign.json: 7 of the 8 files a device call returns."""
 KEEP = ("card.json", "metrics.csv", "curves.png", "recipe.yaml", "hardware.json")
 """What of a run folder comes back (its checkpoints stay on the device)."""
 
 
-def pack(dest: Path, source: Path = DATA) -> Path:
-    """``dest``/fer2013.tar.xz: every FER2013 image except PrivateTest's, paths kept. One solid xz stream, because
-    the 32,000 JPEGs of 1.7 KB share their headers: 38 MiB where a zip of them is 53 MiB, too much to travel with
-    the checkout."""
-    files = sorted(p for p in source.rglob("*.jpg") if not p.name.startswith("PrivateTest_"))
-    if not files:
-        raise SystemExit(f"{source}: no FER2013 images (the shared data is not here)")
+def _members(dataset: str, source: Path) -> list[tuple[Path, str]]:
+    """(file, name in the archive) of everything ``dataset`` needs on the device, PrivateTest left out."""
+    if dataset == "fer2013":
+        files = sorted(p for p in source.rglob("*.jpg") if not p.name.startswith("PrivateTest_"))
+    else:  # FER+: the Training and PublicTest folders (images and label.csv); its votes file is filtered by pack
+        files = sorted(p for folder in ("FER2013Train", "FER2013Valid") for p in (source / folder).rglob("*")
+                       if p.is_file())
+    return [(p, f"{dataset}/{p.relative_to(source)}") for p in files]
+
+
+def pack(dest: Path, dataset: str = "fer2013", source: Path | None = None) -> Path:
+    """``dest``/DATASET.tar.xz: the dataset without its PrivateTest images or votes, paths kept. One solid xz
+    stream: FER2013's 32,000 JPEGs of 1.7 KB share their headers, 38 MiB where a zip of them is 53 MiB, too much to
+    travel with the checkout."""
+    source = source or SHARED_DATA / dataset
+    members = _members(dataset, source)
+    if not members:
+        raise SystemExit(f"{source}: no {dataset} images (the shared data is not here)")
     dest.mkdir(parents=True, exist_ok=True)
-    target = dest / DATA_NAME
+    target = dest / f"{dataset}.tar.xz"
     tmp = target.with_name(target.name + ".tmp")
     with tarfile.open(tmp, "w:xz") as tar:
-        for p in files:
-            tar.add(p, str(Path("fer2013") / p.relative_to(source)))
+        for path, name in members:
+            tar.add(path, name)
+        votes = source / "fer2013new.csv"
+        if dataset == "ferplus" and votes.is_file():  # FER+'s votes for Training and PublicTest only
+            lines = votes.read_text().splitlines(keepends=True)
+            kept = "".join(lines[:1] + [line for line in lines[1:] if not line.startswith("PrivateTest,")])
+            info = tarfile.TarInfo(f"{dataset}/fer2013new.csv")
+            info.size = len(kept.encode())
+            tar.addfile(info, io.BytesIO(kept.encode()))
     os.replace(tmp, target)
     return target
 
 
-def unpack(data: Path, into: Path) -> Path:
-    """The FER2013 folder inside ``data`` (a folder holding fer2013.tar.xz, or an unpacked fer2013/ already)."""
-    if (data / "fer2013").is_dir():
-        return data / "fer2013"
-    with tarfile.open(data / DATA_NAME) as tar:  # the device has no unzip; Python reads xz itself
-        tar.extractall(into, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
-    return into / "fer2013"
+def unpack(data: Path, into: Path) -> dict[str, Path]:
+    """Each dataset in ``data`` (DATASET.tar.xz, or a DATASET/ folder unpacked already) -> its folder."""
+    found = {}
+    for name in DATASETS:
+        if (data / name).is_dir():
+            found[name] = data / name
+        elif (data / f"{name}.tar.xz").is_file():
+            with tarfile.open(data / f"{name}.tar.xz") as tar:  # the device has no unzip; Python reads xz itself
+                tar.extractall(into, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+            found[name] = into / name
+    if not found:
+        raise SystemExit(f"{data}: no {' or '.join(f'{d}.tar.xz' for d in DATASETS)} (make it with `pack`)")
+    return found
 
 
-def device_recipe(recipe: Path, fer2013: Path, dest: Path) -> Path:
-    """A copy of ``recipe`` whose FER2013 sources point at ``fer2013`` and without PrivateTest (not on the device)."""
+def device_recipe(recipe: Path, datasets: dict[str, Path], dest: Path) -> Path:
+    """A copy of ``recipe`` whose dataset paths point at the unpacked copies and without PrivateTest (not on the
+    device)."""
     cfg = yaml.safe_load(recipe.read_text())
     for split in ("train", "val", "test"):
         sources = cfg.get("data", {}).get(split) or []
         for s in sources:
-            if Path(str(s.get("path", ""))).name == "fer2013":
-                s["path"] = str(fer2013)
+            name = Path(str(s.get("path", ""))).name
+            if name in datasets:
+                s["path"] = str(datasets[name])
+            elif split != "test":
+                raise SystemExit(f"{recipe}: its {split} data {s.get('path')} did not travel (pack it)")
         cfg["data"][split] = [s for s in sources if str(s.get("split", "")).lower() not in ("privatetest", "test")]
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(yaml.safe_dump(cfg, sort_keys=False))
@@ -93,20 +124,20 @@ def device_recipe(recipe: Path, fer2013: Path, dest: Path) -> Path:
 def run(recipes: list[Path], data: Path, out: Path, device: str, parallel: int, extra: list[str]) -> list[dict]:
     """Train and export every recipe, ``parallel`` at a time; returns (and writes) campaign.json's rows."""
     work = Path(os.environ.get("TMPDIR", "/tmp")) / "ferkit-campaign"
-    fer2013 = unpack(data, work)
+    datasets = unpack(data, work)
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cli = [sys.executable, "-m", "ferkit.cli"]
     (work / "logs").mkdir(parents=True, exist_ok=True)  # logs travel inside each NAME.zip, not as files of $OUT
     out.mkdir(parents=True, exist_ok=True)
-    pending = list(recipes)
+    # every recipe rewritten first: one whose data did not travel stops the call before anything trains
+    pending = [device_recipe(recipe, datasets, work / "recipes" / recipe.name) for recipe in recipes]
     running: dict[str, tuple[subprocess.Popen, float, list[str], IO]] = {}
     rows: list[dict] = []
     while pending or running:
         while pending and len(running) < parallel:
-            recipe = pending.pop(0)
-            name = recipe.stem
-            local = device_recipe(recipe, fer2013, work / "recipes" / recipe.name)
+            local = pending.pop(0)
+            name = local.stem
             cmd = [*cli, "train", str(local), "--device", device, "--out", str(work / "runs" / name), *extra]
             log = open(work / "logs" / f"{name}.log", "w")  # noqa: SIM115 - closed when the process ends
             running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), time.time(), cmd,
@@ -177,12 +208,13 @@ def receive(files: Path, into: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="step", required=True)
-    a = sub.add_parser("pack", help="Zip FER2013 without PrivateTest into DEST for the device's carry.")
+    a = sub.add_parser("pack", help="A dataset without PrivateTest, as DEST/DATASET.tar.xz for the device's carry.")
     a.add_argument("dest", type=Path)
-    a.add_argument("--source", type=Path, default=DATA)
+    a.add_argument("--dataset", choices=DATASETS, default="fer2013")
+    a.add_argument("--source", type=Path, help="The dataset's folder (default: ../shared/data/DATASET).")
     b = sub.add_parser("run", help="On the device: train and export the recipes into --out.")
     b.add_argument("recipes", nargs="+", type=Path)
-    b.add_argument("--data", type=Path, required=True, help="The carried folder holding fer2013.zip.")
+    b.add_argument("--data", type=Path, required=True, help="The carried folder holding DATASET.tar.xz.")
     b.add_argument("--out", type=Path, required=True)
     b.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
     b.add_argument("--parallel", type=int, default=3, help="Recipes trained at once (3 fit one H100).")
@@ -194,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--into", type=Path, required=True)
     args = p.parse_args(argv)
     if args.step == "pack":
-        print(pack(args.dest, args.source))
+        print(pack(args.dest, args.dataset, args.source))
         return 0
     if args.step == "receive":
         print("\n".join(receive(args.files, args.into)))

@@ -15,7 +15,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from tests.conftest import FER2013, REPO, need
+from tests.conftest import FER2013, FERPLUS, REPO, need
 
 pytest.importorskip("torch", reason="needs the train extra")
 SCRIPT = REPO / "benchmarks" / "gpu_campaign.py"
@@ -75,3 +75,23 @@ def test_pack_run_receive_on_the_cpu(small_fer2013, tmp_path):
     scores = load_classifier(str(package)).predict([face])
     assert len(scores) == 1 and abs(sum(scores[0].values()) - 1) < 1e-3
     assert (tmp_path / "back" / "runs" / "member_seed2" / "card.json").exists()
+
+
+def test_ferplus_packs_without_its_test_images_or_votes(tmp_path):
+    """FER+ travels as its Training and PublicTest folders and a votes file without PrivateTest rows."""
+    source = need(FERPLUS)
+    small = tmp_path / "ferplus"
+    for folder in ("FER2013Train", "FER2013Valid", "FER2013Test"):
+        (small / folder).mkdir(parents=True)
+        for f in sorted((source / folder).glob("*.png"))[:5]:
+            shutil.copy2(f, small / folder / f.name)
+    shutil.copy2(source / "fer2013new.csv", small / "fer2013new.csv")
+    packed = campaign("pack", str(tmp_path / "gpu"), "--dataset", "ferplus", "--source", str(small))
+    assert packed.returncode == 0, packed.stderr
+    with tarfile.open(tmp_path / "gpu" / "ferplus.tar.xz") as tar:
+        names = tar.getnames()
+        votes = tar.extractfile("ferplus/fer2013new.csv").read().decode().splitlines()
+    assert sum("FER2013Train/" in n for n in names) == sum("FER2013Valid/" in n for n in names) == 5
+    assert not any("FER2013Test" in n for n in names)
+    usages = {line.split(",", 1)[0] for line in votes[1:]}
+    assert usages == {"Training", "PublicTest"} and len(votes) == 1 + 28709 + 3589
