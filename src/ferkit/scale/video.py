@@ -6,11 +6,11 @@ Why segments with an overlap: the tracker, the smoother and re-identification al
 A segment starts ``overlap_s`` before the frames it owns (the warm-up): by its first owned frame, its tracks are
 confirmed, its Kalman boxes have converged and each person's moving average has forgotten that it started
 cold (``exp(-overlap / smooth)``: 2 s against the default 0.5 s leaves 2%); the warm-up is at least a whole-frame
-scan period (``VideoOptions.scan_s``, 1 s), so that a segment's detections after its first scan are one process's. The warm-up frames are used only to
-match people: a person of segment k whose boxes coincide (IoU >= 0.5) with a person of segment k-1 on the same
-warm-up frames is that person; a person seen only after the warm-up takes the id of the closest earlier person
-by dlib face descriptors (the single-process re-identification rule and threshold), else a new id. New ids are
-numbered in order of first appearance, as a single process numbers them. Segment boundaries fall on detection
+scan period (``VideoOptions.scan_s``, 1 s), so that a segment's detections after its first scan are one process's.
+The warm-up frames are used only to match people: a person of segment k whose boxes coincide (IoU >= 0.5) with a
+person of segment k-1 on the same warm-up frames is that person; a person seen only after the warm-up takes the id
+of the closest earlier person by dlib face descriptors (the single-process re-identification rule and threshold),
+else a new id. New ids are numbered in order of first appearance, as a single process numbers them. Segment boundaries fall on detection
 frames (multiples of the stride from ``--start``), so every segment detects faces on exactly the frames a single
 process would.
 

@@ -42,9 +42,10 @@ docs/VIDEO.md measures the trade-off)."""
 
 DEFAULT_SCAN_S = 1.0
 """Seconds of video between whole-frame detections (the first detection of each period from the video's start).
-In between, a detection looks for each face only around where the detection before found it (``Detector.detect_near``: a third of the cost with 3 faces in a 640x360 frame), and
-the next detection searches the whole frame again whenever a face was not found there. A face entering the
-picture is therefore found within 1 s, not 0.2 s (docs/VIDEO.md)."""
+In between, a detection looks for each face only around where the detection before found it
+(``Detector.detect_near``: a quarter of the cost with 3 faces in a 640x360 frame), and the next detection searches
+the whole frame again whenever a face was not found there. A face entering the picture is therefore found within
+1 s, not 0.2 s (docs/VIDEO.md)."""
 
 REID_SAMPLES_S = (2.0, 10.0, 60.0)
 """Seconds of detections after a track starts at which its person's descriptor gallery gets another sample (a

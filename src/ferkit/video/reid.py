@@ -41,8 +41,8 @@ def _dlib_models():
         import dlib
     except ImportError:
         raise missing_extra("faces", "re-identifying people in videos (dlib)") from None
-    return (dlib, dlib.shape_predictor(_model_path(_MODELS[0])), dlib.face_recognition_model_v1(_model_path(_MODELS[1])),
-            threading.Lock())
+    return (dlib, dlib.shape_predictor(_model_path(_MODELS[0])),
+            dlib.face_recognition_model_v1(_model_path(_MODELS[1])), threading.Lock())
 
 
 class FaceDescriber:
