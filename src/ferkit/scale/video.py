@@ -10,9 +10,9 @@ scan period (``VideoOptions.scan_s``, 1 s), so that a segment's detections after
 The warm-up frames are used only to match people: a person of segment k whose boxes coincide (IoU >= 0.5) with a
 person of segment k-1 on the same warm-up frames is that person; a person seen only after the warm-up takes the id
 of the closest earlier person by dlib face descriptors (the single-process re-identification rule and threshold),
-else a new id. New ids are numbered in order of first appearance, as a single process numbers them. Segment boundaries fall on detection
-frames (multiples of the stride from ``--start``), so every segment detects faces on exactly the frames a single
-process would.
+else a new id. New ids are numbered in order of first appearance, as a single process numbers them. Segment
+boundaries fall on detection frames (multiples of the stride from ``--start``), so every segment detects faces on
+exactly the frames a single process would.
 
 Why the driver re-renders annotated.mp4 (rather than stitching encoded parts): labels and ids are known only after
 stitching, and one sequential decode + draw + encode is simple and correct; it is the serial part of a run
