@@ -71,21 +71,22 @@ def pack(dest: Path, dataset: str = "fer2013", source: Path | None = None) -> Pa
     members = _members(dataset, source)
     if not members:
         raise SystemExit(f"{source}: no {dataset} images (the shared data is not here)")
+    from ferkit.io import atomic_write
+
+    def write(tmp: Path) -> None:
+        with tarfile.open(tmp, "w:xz") as tar:
+            for path, name in members:
+                tar.add(path, name)
+            votes = source / "fer2013new.csv"
+            if dataset == "ferplus" and votes.is_file():  # FER+'s votes for Training and PublicTest only
+                lines = votes.read_text().splitlines(keepends=True)
+                kept = "".join(lines[:1] + [line for line in lines[1:] if not line.startswith("PrivateTest,")])
+                info = tarfile.TarInfo(f"{dataset}/fer2013new.csv")
+                info.size = len(kept.encode())
+                tar.addfile(info, io.BytesIO(kept.encode()))
+
     dest.mkdir(parents=True, exist_ok=True)
-    target = dest / f"{dataset}.tar.xz"
-    tmp = target.with_name(target.name + ".tmp")
-    with tarfile.open(tmp, "w:xz") as tar:
-        for path, name in members:
-            tar.add(path, name)
-        votes = source / "fer2013new.csv"
-        if dataset == "ferplus" and votes.is_file():  # FER+'s votes for Training and PublicTest only
-            lines = votes.read_text().splitlines(keepends=True)
-            kept = "".join(lines[:1] + [line for line in lines[1:] if not line.startswith("PrivateTest,")])
-            info = tarfile.TarInfo(f"{dataset}/fer2013new.csv")
-            info.size = len(kept.encode())
-            tar.addfile(info, io.BytesIO(kept.encode()))
-    os.replace(tmp, target)
-    return target
+    return atomic_write(dest / f"{dataset}.tar.xz", write)
 
 
 def unpack(data: Path, into: Path) -> dict[str, Path]:

@@ -276,20 +276,17 @@ def test_detect_near_finds_each_followed_face_where_it_moved_and_nothing_else():
     One face of the six (30 px) is found only on the whole image's pyramid, whose pixel grid happens to suit it
     (not even MTCNN's default settings find it in a crop around it): the pipeline scans the whole frame after such
     a miss, so the test allows one."""
-    from ferkit.faces.boxes import iou_matrix
+    from ferkit.faces.boxes import corners, iou_matrix
 
     img = read_image(need(PHOTOS) / "dlib__2008_002079.jpg")
     detector = get_detector("mtcnn")
     full = detector.detect(img)
     assert len(full) >= 4
 
-    def corners(dets):
-        return np.array([(x, y, x + w, y + h) for x, y, w, h in (d.box for d in dets)], float)
-
     moved = [(x + w // 5, y - h // 5, w, h) for x, y, w, h in (d.box for d in full)]
     near = detector.detect_near(img, moved + moved[:1])
     assert len(full) - 1 <= len(near) <= len(full)
-    overlap = iou_matrix(corners(near), corners(full))
+    overlap = iou_matrix(corners(d.box for d in near), corners(d.box for d in full))
     assert (overlap.max(axis=1) > 0.7).all() and len(set(overlap.argmax(axis=1))) == len(near)
     assert all(d.landmarks.keys() == full[0].landmarks.keys() for d in near)
 

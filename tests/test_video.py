@@ -358,7 +358,7 @@ def test_timeline_shows_each_second_in_its_pixel_columns(tmp_path):
     """The timeline is a raster whose columns show the seconds they cover: each lane and the group's stacked
     shares have the right colour at the right time, and a 10-hour video draws an image of the same size as an
     hour (its cost is bounded by the pixels, not the video's length)."""
-    from PIL import Image
+    from PIL import Image, ImageColor
 
     from ferkit.video import plots
 
@@ -372,7 +372,7 @@ def test_timeline_shows_each_second_in_its_pixel_columns(tmp_path):
             return np.asarray(png.convert("RGB"))
 
     def colour(name: str) -> list[int]:
-        return [int(name[i:i + 2], 16) for i in (1, 3, 5)]
+        return list(ImageColor.getrgb(name))
 
     one, ten = draw(1), draw(10)
     assert one.shape == ten.shape and one.shape[1] == plots.WIDTH

@@ -85,7 +85,7 @@ class Detector:
 
         Why: a video's faces move little between detections. Searching only around them, and only for faces of
         about their size, costs a fraction of a whole-frame search (MTCNN on the 640x360 benchmark clip with 3 faces:
-        10 ms instead of 32), while a whole-frame search now and then finds the faces that appear
+        8 ms instead of 32), while a whole-frame search now and then finds the faces that appear
         (``ferkit.video.pipeline``)."""
         rgb = as_rgb_uint8(image)
         height, width = rgb.shape[:2]

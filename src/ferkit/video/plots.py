@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageColor, ImageDraw, ImageFont
 
 from ferkit.io import atomic_write
 from ferkit.video.results import GROUPS
@@ -35,7 +35,7 @@ WHITE = np.array([255, 255, 255], np.uint8)
 
 
 def _rgb(colour: str) -> np.ndarray:
-    return np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)], np.uint8)
+    return np.array(ImageColor.getrgb(colour), np.uint8)
 
 
 def column_seconds(end: int, width: int = PLOT_PX) -> np.ndarray:
