@@ -1,8 +1,14 @@
-"""FER2013 PrivateTest accuracy of model packages (single crop and flip TTA) -> results/accuracy.json.
+"""Test-split accuracy of model packages (single crop and flip TTA) -> results/accuracy.json.
 
-    python benchmarks/accuracy.py                         # every shipped model
+    python benchmarks/accuracy.py                         # every shipped model on FER2013 PrivateTest
     python benchmarks/accuracy.py --model path/to/package # any package (repeatable)
+    python benchmarks/accuracy.py --data ../shared/data/ferplus --out benchmarks/results/ferplus.json \
+        --model ferplus --model default                  # FER+ FER2013Test, majority protocol
 Then `python benchmarks/render.py` rewrites docs/BENCHMARKS.md.
+
+Labels are compared by name: a model scored on data with a class it lacks (the 7-class default on FER+'s contempt)
+skips those faces and says how many; a model with a class the data lacks (FER+'s contempt on FER2013) counts each
+such prediction as an error.
 """
 
 from __future__ import annotations
@@ -20,6 +26,12 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "fer2013"
 
 
+def _trained_on(training: dict) -> str:
+    """'fer2013 Training' from a card's training sources (the folder names and splits, not the full paths)."""
+    sources = training.get("data", {}).get("train") or training.get("recipe", {}).get("data", {}).get("train") or []
+    return " + ".join(f"{Path(s['path']).name} {s.get('split') or 'all'}" for s in sources) or "-"
+
+
 def measure(model: str, data: Path, split: str) -> dict:
     folder = resolve_package(model)
     card = read_card(folder)
@@ -28,7 +40,8 @@ def measure(model: str, data: Path, split: str) -> dict:
            "size_mb": round(sum(f.stat().st_size for f in folder.iterdir() if f.name != TORCH_WEIGHTS_NAME) / 1e6, 2),
            "epochs": card.training.get("epochs"), "train_seconds": card.training.get("cpu_seconds_wall"),
            "data": str(os.path.relpath(data, HERE.parent)), "split": split,
-           "recipe": card.training.get("recipe", {}).get("name")}
+           "recipe": card.training.get("recipe", {}).get("name"), "labels": len(card.labels),
+           "trained_on": _trained_on(card.training)}
     init = card.training.get("init") or {}
     if init.get("epochs"):  # a warm restart: the run it started from trained first
         row.update(init_epochs=init["epochs"], init_train_seconds=init.get("cpu_seconds_wall"))
@@ -36,8 +49,10 @@ def measure(model: str, data: Path, split: str) -> dict:
         r = evaluate_dataset(data, folder, split, tta=tta)
         prefix = "" if tta == "none" else "flip_"
         row.update({f"{prefix}accuracy": round(r["accuracy"], 4), f"{prefix}macro_f1": round(r["macro_f1"], 4),
-                    f"{prefix}top2_accuracy": round(r["top2_accuracy"], 4), "n": r["n"]})
+                    f"{prefix}top2_accuracy": round(r["top2_accuracy"], 4), f"{prefix}ece": round(r["ece"], 4),
+                    "n": r["n"]})
         if tta == "none":
+            row["skipped"] = r["skipped"]
             row["per_class_f1"] = {k: round(v["f1"], 4) for k, v in r["per_class"].items()}
     return row
 

@@ -20,7 +20,7 @@ Three steps:
 runs on the CPU and bounds the speed), exports each run to an int8 package (``ferkit export --quantize int8``,
 temperature-calibrated on PublicTest), and writes per recipe two files that fit the way back: NAME.zip (the package
 but its torch weights, the run's card, metrics, curves, recipe and log) and NAME.safetensors (the torch weights in
-float16, as the shipped default's; fp32 of a 7M net would not fit), plus campaign.json (per recipe: exit statuses,
+float16, as every int8 export stores them; fp32 of a 7M net would not fit), plus campaign.json (per recipe: exit statuses,
 wall seconds, best validation scores, the command). Checkpoints stay behind. A recipe that fails is reported and
 the others go on.
 """
@@ -180,11 +180,7 @@ def _finish(name: str, status: int, seconds: float, cmd: list[str], run_dir: Pat
                 if f.name != "weights.safetensors":
                     z.write(f, f"packages/{name}/{f.name}")
     if row.get("export_status") == 0 and (package / "weights.safetensors").exists():
-        from safetensors.numpy import load_file, save_file
-
-        weights = {k: v.astype("float16") if v.dtype.kind == "f" else v
-                   for k, v in load_file(package / "weights.safetensors").items()}
-        save_file(weights, out / f"{name}.safetensors")
+        shutil.copy(package / "weights.safetensors", out / f"{name}.safetensors")  # float16, as int8 exports write
     print(f"finished {name}: {row}", file=sys.stderr)
     return row
 

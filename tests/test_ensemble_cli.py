@@ -1,6 +1,6 @@
 """An ensemble package is accepted like any model: `ferkit ensemble build`, then analyze, evaluate, bench, rank,
 models and the HTTP API with it, on real photos and real FER2013 images (members: the shipped default, a copy
-cropping the bare box, and a real 8-class FER+-order ONNX graph, so label sets and crop specs differ)."""
+cropping the bare box, and the shipped 8-class FER+ model, so label sets, label orders and crop specs differ)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ferkit import labels as L
 from ferkit.cli import main
 from ferkit.packages import WEIGHTS_DIR
 
-from .conftest import PHOTOS, make_linear_onnx, need
+from .conftest import PHOTOS, need
 
 PHOTOS_USED = ["dlib__2008_001009.jpg", "face_recognition__biden.jpg", "face_recognition__two_people.jpg"]
 
@@ -40,8 +40,7 @@ def ensemble(tmp_path_factory):
     shutil.copytree(WEIGHTS_DIR / "default", boxed)
     card = json.loads((boxed / "card.json").read_text())
     (boxed / "card.json").write_text(json.dumps(card | {"name": "boxed", "crop_policy": "box"}))
-    ferplus, _, _ = make_linear_onnx(tmp / "ferplus8", list(L.FERPLUS_8), size=48)
-    result = cli("ensemble", "build", "default", boxed, ferplus, "--method", "manual", "--weights", "0.5,0.3,0.2",
+    result = cli("ensemble", "build", "default", boxed, "ferplus", "--method", "manual", "--weights", "0.5,0.3,0.2",
                  "--out", tmp / "ens")
     assert result.exit_code == 0, result.output
     assert "3 members" in result.output and "contempt" in result.output
@@ -96,7 +95,7 @@ def test_models_lists_members_method_and_weights(ensemble):
     result = cli("models", ensemble, "default")
     assert result.exit_code == 0, result.output
     assert "ensemble, method manual, 3 members: default (weight 0.5" in result.output
-    assert "boxed (weight 0.3" in result.output and "ferplus8 (weight 0.2, 8 labels)" in result.output
+    assert "boxed (weight 0.3" in result.output and "ferplus (weight 0.2, 8 labels)" in result.output
     assert "box + margin 0.1" in result.output
 
 
@@ -120,7 +119,7 @@ def test_serve_api_takes_an_ensemble_and_a_tta_per_request(ensemble, photos):
     with TestClient(create_app(ServeConfig(models=(str(ensemble),), detector="dlib"))) as client:
         models = client.get("/v1/models").json()
         assert models[0]["kind"] == "ensemble" and models[0]["method"] == "manual" and models[0]["tta"] == "flip"
-        assert [m["name"] for m in models[0]["members"]] == ["default", "boxed", "ferplus8"]
+        assert [m["name"] for m in models[0]["members"]] == ["default", "boxed", "ferplus"]
         data = (photos / PHOTOS_USED[1]).read_bytes()
         flip = client.post("/v1/analyze", files={"file": ("a.jpg", data)}).json()
         none = client.post("/v1/analyze?tta=none", files={"file": ("a.jpg", data)}).json()

@@ -15,6 +15,7 @@ import tarfile
 import numpy as np
 import pytest
 
+from ferkit.packages import read_card
 from tests.conftest import FER2013, FERPLUS, REPO, need
 
 pytest.importorskip("torch", reason="needs the train extra")
@@ -68,7 +69,8 @@ def test_pack_run_receive_on_the_cpu(small_fer2013, tmp_path):
     from safetensors.numpy import load_file
 
     floats = {v.dtype for v in load_file(package / "weights.safetensors").values() if v.dtype.kind == "f"}
-    assert floats == {np.dtype("float16")}  # halved to travel, as the shipped default's
+    assert floats == {np.dtype("float16")}  # an int8 export stores them so: half the fp32 file, fits the way back
+    assert read_card(package).training["torch_weights"] == {"source": "the run's best weights", "dtype": "float16"}
     from ferkit.classify import load_classifier
 
     face = np.full((48, 48), 128, np.uint8)

@@ -14,8 +14,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from ferkit.calibration import METHODS, CalibrationError
 from ferkit.io import colour_mode
+from ferkit.models.from_package import save_torch_weights
 from ferkit.packages import ModelCard, read_card, write_card
 from ferkit.packages.calibrate import calibrate_package
 from ferkit.packages.measure import evaluate_card_metrics
@@ -35,7 +38,7 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", name: str 
 
     With ``quantize='int8'`` the fp32 graph is exported to a temporary folder, evaluated there (its metrics go to
     ``card.training['fp32_metrics']``), and statically quantised into ``out`` with ``calibration_n`` training crops;
-    the card's ``metrics`` are then those of the int8 graph that ships.
+    the card's ``metrics`` are then those of the int8 graph that ships, and its torch weights are stored in float16.
     """
     from ferkit.models.export import check_parity, export_onnx
 
@@ -59,6 +62,9 @@ def export_run(run: str | Path, out: str | Path, which: str = "best", name: str 
         quantize_package(fp32_dir, out, crops, f"int8 static QDQ (per-channel weights, MinMax activations), calibrated "
                                                f"on {len(crops)} random {cfg.data.train[0].split} images")
         card.training["quantization"] = read_card(out).training["quantization"]
+        # float16 is plenty for the torch model that explanations run beside an int8 graph, and halves the file
+        save_torch_weights(model, out, torch.float16)
+        card.training["torch_weights"] = {"source": f"the run's {which} weights", "dtype": "float16"}
         shutil.rmtree(fp32_dir.parent, ignore_errors=True)
     write_card(out, card)
     val = cfg.data.val[0] if calibrate and cfg.data.val else None
