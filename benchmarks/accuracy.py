@@ -28,7 +28,7 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "fer2013"
 
 def _trained_on(training: dict) -> str:
     """'fer2013 Training' from a card's training sources (the folder names and splits, not the full paths)."""
-    sources = training.get("data", {}).get("train") or training.get("recipe", {}).get("data", {}).get("train") or []
+    sources = training.get("data", {}).get("train", [])  # every exported run's card has them; an ensemble's not
     return " + ".join(f"{Path(s['path']).name} {s.get('split') or 'all'}" for s in sources) or "-"
 
 
@@ -40,7 +40,7 @@ def measure(model: str, data: Path, split: str) -> dict:
            "size_mb": round(sum(f.stat().st_size for f in folder.iterdir() if f.name != TORCH_WEIGHTS_NAME) / 1e6, 2),
            "epochs": card.training.get("epochs"), "train_seconds": card.training.get("cpu_seconds_wall"),
            "data": str(os.path.relpath(data, HERE.parent)), "split": split,
-           "recipe": card.training.get("recipe", {}).get("name"), "labels": len(card.labels),
+           "recipe": card.training.get("recipe", {}).get("name"), "classes": len(card.labels),
            "trained_on": _trained_on(card.training)}
     init = card.training.get("init") or {}
     if init.get("epochs"):  # a warm restart: the run it started from trained first

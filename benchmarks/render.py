@@ -100,7 +100,7 @@ def ferplus_section() -> list[str]:
     for r in data["rows"]:
         epochs, minutes = _training_cells(r)
         skipped = ", ".join(f"{n} {label}" for label, n in r.get("skipped", {}).get("label_not_in_model", {}).items())
-        lines.append(f"| {r['model']} | {r['trained_on']} | {r['labels']} | {r['parameters'] / 1e6:.2f}M | "
+        lines.append(f"| {r['model']} | {r['trained_on']} | {r['classes']} | {r['parameters'] / 1e6:.2f}M | "
                      f"{r['size_mb']} | {epochs} | {minutes} | {r['accuracy']:.4f} | {r['flip_accuracy']:.4f} | "
                      f"{r['macro_f1']:.4f} | {r['ece']:.4f} | {r['flip_ece']:.4f} | {r['n']} | {skipped or '-'} |")
     lines += ["", "Per-class F1 (single crop):", ""] + _per_class_f1(data["rows"])
